@@ -1,0 +1,219 @@
+"""Command line: ``dhmrec train`` and ``dhmrec evaluate``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from dhmrec_pyg.models import MODELS
+from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, load_yaml_config
+
+DEFAULT_MODEL = "lightgcn"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dhmrec",
+        description="Train and evaluate DHMRec and its baselines (PyTorch Geometric).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model and evaluate it (default: LightGCN on the built-in demo data)",
+        description="Train a model with BPR, validate every epoch, early-stop on validation "
+        "Recall@20, and report test metrics at the best validation epoch. Writes a run folder "
+        "with config.yaml, history.csv, metrics.json and best.pt.",
+    )
+    train.add_argument("--model", choices=sorted(MODELS), default=None,
+                       help=f"model to train (default: {DEFAULT_MODEL})")
+    train.add_argument("--dataset", default=None,
+                       help="'demo' (built-in synthetic data), a synthetic profile "
+                       "(synthetic-baby, synthetic-sports, synthetic-clothing), a dataset name "
+                       "under --data-root, or a folder in MMRec layout (default: demo)")
+    train.add_argument("--data-root", default=None,
+                       help="folder holding datasets by name, and where synthetic data is written "
+                       "(default: ./data)")
+    train.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: 1000)")
+    train.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    train.add_argument("--seeds", default=None,
+                       help="comma-separated seeds: repeat the run for each and report mean ± std")
+    train.add_argument("--out", default=None,
+                       help="run folder (default: runs/<dataset>-<model>-<time>)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="allow writing into a run folder that already holds results")
+    train.add_argument("--config", default=None,
+                       help="YAML file with 'train:' and 'model:' sections; command-line options win")
+    train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any option, e.g. --set num_layers=3 --set lr=0.0005 "
+                       "(qualify as model.KEY or train.KEY when needed)")
+    train.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="hyper-parameter grid (repeatable); the best point on validation is kept")
+    train.add_argument("--device", default=None, help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved run's best checkpoint on its splits",
+                        description="Rebuild the model of RUN_FOLDER from its config.yaml, load "
+                        "best.pt and print validation and test metrics as JSON.")
+    ev.add_argument("run_folder", help="a folder written by 'dhmrec train'")
+    ev.add_argument("--split", choices=["val", "test", "both"], default="both",
+                    help="which split to evaluate (default: both)")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"dhmrec: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse_seeds(text: str) -> List[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}")
+    return seeds
+
+
+def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], type, List[str]]:
+    base = load_yaml_config(args.config) if args.config else {"train": {}, "model": {}}
+    train_values = dict(base["train"])
+    for key, attr in [("model", "model"), ("dataset", "dataset"), ("data_root", "data_root"),
+                      ("epochs", "epochs"), ("seed", "seed"), ("device", "device")]:
+        value = getattr(args, attr)
+        if value is not None:
+            train_values[key] = value
+    train_values.setdefault("model", DEFAULT_MODEL)
+    if args.quiet:
+        train_values["progress"] = False
+    from dhmrec_pyg.training.config import build_dataclass
+
+    cfg = build_dataclass(TrainConfig, train_values, "training")
+    # --set may also change the model; resolve that first.
+    for pair in args.sets:
+        if pair.split("=", 1)[0].strip() in ("model", "train.model"):
+            cfg = build_dataclass(TrainConfig, {**asdict(cfg), "model": pair.split("=", 1)[1].strip()}, "training")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"model: unknown model {cfg.model!r}; choose one of {', '.join(sorted(MODELS))}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
+    config_class = MODELS[cfg.model].config_class
+    return cfg, dict(base["model"]), config_class, list(args.sets)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is in the way (expected a folder)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: folder already holds a run; pass --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: not writable ({exc.strerror})") from None
+
+
+def _print_result(result: Dict[str, Any], out: Path) -> None:
+    test = result["test"]
+    print(
+        f"{result['model']} on {result['dataset']}: best epoch {result['best_epoch']} "
+        f"(valid {result['valid_metric']} {result['valid'][result['valid_metric']]:.4f}); test "
+        f"R@10 {test['recall@10']:.4f}  R@20 {test['recall@20']:.4f}  "
+        f"N@10 {test['ndcg@10']:.4f}  N@20 {test['ndcg@20']:.4f}  "
+        f"({result['seconds_per_epoch']:.2f} s/epoch)"
+    )
+    print(f"run folder: {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``dhmrec train``."""
+    from dhmrec_pyg.training.run import parse_grid, run_grid, run_once, run_seeds
+
+    cfg, model_values, config_class, sets = _resolve(args)
+    cfg, model_cfg = apply_overrides(cfg, model_values, config_class, sets)
+    seeds = _parse_seeds(args.seeds) if args.seeds else []
+    grid = parse_grid(args.grid) if args.grid else {}
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{Path(cfg.dataset).name}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    _check_out(out, args.overwrite)
+    from dhmrec_pyg.training.run import load_data
+
+    data = load_data(cfg)
+    if grid:
+        report = run_grid(cfg, model_values, config_class, grid, out, sets, seeds, data)
+        print(f"grid of {len(report['rows'])} points; best on valid {cfg.valid_metric}: "
+              f"{report['best_run']} {report['best_params']}")
+        for row in report["rows"]:
+            print("  " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if "seeds_summary" in report:
+            _print_summary(report["seeds_summary"])
+        print(f"run folder: {out}")
+    elif seeds:
+        _print_summary(run_seeds(cfg, model_cfg, seeds, out, data))
+        print(f"run folder: {out}")
+    else:
+        _print_result(run_once(cfg, model_cfg, out, data), out)
+    return 0
+
+
+def _print_summary(summary: Dict[str, Any]) -> None:
+    test = summary["test"]
+    cells = [f"{k} {test[k]['mean']:.4f} ± {test[k]['std']:.4f}"
+             for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")]
+    print(f"test over seeds {summary['seeds']}: " + "  ".join(cells))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``dhmrec evaluate RUN_FOLDER``."""
+    from dhmrec_pyg.training.config import build_dataclass
+    from dhmrec_pyg.training.run import load_data
+    from dhmrec_pyg.training.trainer import build_model, evaluate_model, make_evaluators, resolve_device
+    from dhmrec_pyg import io as dio
+
+    run = Path(args.run_folder)
+    for name in ("config.yaml", "best.pt"):
+        if not (run / name).is_file():
+            raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
+    raw = load_yaml_config(run / "config.yaml")
+    cfg = build_dataclass(TrainConfig, raw["train"], "training")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
+    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+    data = load_data(cfg)
+    model = build_model(cfg.model, data, model_cfg)
+    model.load_state_dict(dio.load_tensors(run / "best.pt"))
+    model.to(resolve_device(cfg.device))
+    evaluators = make_evaluators(data, cfg)
+    splits = ["val", "test"] if args.split == "both" else [args.split]
+    print(json.dumps({s: evaluate_model(model, evaluators[s]) for s in splits}, indent=2))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``dhmrec`` command."""
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from dhmrec_pyg.data import DataError
+
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+    except (ConfigError, DataError) as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Models: DHMRec and the baselines it is compared with."""
+from typing import Dict, Type
+
+from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.bpr import BPRMF, BPRConfig
+from dhmrec_pyg.models.lightgcn import LightGCN, LightGCNConfig
+
+#: Registry of model names accepted by ``dhmrec train --model``.
+MODELS: Dict[str, Type[Recommender]] = {
+    "bpr": BPRMF,
+    "lightgcn": LightGCN,
+}
+
+__all__ = [
+    "BPRMF",
+    "BPRConfig",
+    "LightGCN",
+    "LightGCNConfig",
+    "MODELS",
+    "ModelConfig",
+    "Recommender",
+    "bpr_loss",
+    "l2_reg",
+]

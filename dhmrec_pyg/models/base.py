@@ -1,0 +1,113 @@
+"""The small protocol between models and the trainer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+EDGE = ("user", "interacts", "item")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters shared by every model.
+
+    Attributes:
+        embedding_dim: size of user and item embeddings (the paper's ``d_k``).
+        reg_weight: weight of the L2 penalty on the batch's embeddings.
+    """
+
+    embedding_dim: int = 64
+    reg_weight: float = 1e-4
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    r"""Bayesian personalised ranking loss, equation (24) of the DHMRec paper.
+
+    .. math::
+        \mathcal{L}_{BPR} = -\frac{1}{|B|} \sum_{(u,i,j) \in B}
+        \ln \sigma(\hat{y}_{ui} - \hat{y}_{uj})
+
+    Averaged over the batch (MMRec's convention; the paper writes a sum, which
+    only rescales the learning rate). Computed with ``logsigmoid`` so large
+    score gaps cannot produce ``log(0)``.
+    """
+    return -torch.nn.functional.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def l2_reg(*embeddings: Tensor) -> Tensor:
+    r"""Squared L2 norm of the given batch embeddings divided by the batch size.
+
+    :math:`\frac{1}{|B|} \sum_t \lVert \mathbf{E}_t \rVert_2^2`, the
+    regulariser of LightGCN and the reading of the :math:`\gamma_{reg}` term
+    of equation (25) that this library takes.
+    """
+    batch = embeddings[0].size(0)
+    return sum(e.pow(2).sum() for e in embeddings) / max(batch, 1)
+
+
+class Recommender(nn.Module):
+    """Base class of every model the trainer can fit.
+
+    A model is built from the training graph (``data``: a ``HeteroData``
+    with ``user`` and ``item`` nodes and ``("user", "interacts", "item")``
+    training edges, plus item features for multimodal models) and a config
+    dataclass. The trainer only calls:
+
+    - :meth:`on_epoch_start` once before every training epoch,
+    - :meth:`loss` for every mini-batch of BPR triplets,
+    - :meth:`embeddings` (under ``torch.no_grad`` and ``eval()``) to score all
+      items for evaluation and recommendation.
+    """
+
+    config_class = ModelConfig
+
+    def __init__(self, data: HeteroData, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_users = int(data["user"].num_nodes)
+        self.num_items = int(data["item"].num_nodes)
+
+    def register_adjacency(self, name: str, adj: Tensor) -> None:
+        """Keep a sparse adjacency as a non-persistent buffer.
+
+        It moves with the model (``.to(device)``) but is not saved in
+        checkpoints: it is rebuilt from the data. A symmetric mark set by
+        :func:`~dhmrec_pyg.nn.graph.to_sparse_adjacency` survives the move.
+        """
+        if not hasattr(self, "_symmetric_buffers"):
+            self._symmetric_buffers: set = set()
+        if getattr(adj, "_dhmrec_symmetric", False):
+            self._symmetric_buffers.add(name)
+        else:
+            self._symmetric_buffers.discard(name)
+        if name in self._buffers:
+            self._buffers[name] = adj
+        else:
+            self.register_buffer(name, adj, persistent=False)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        out = super()._apply(fn, recurse)
+        for name in getattr(self, "_symmetric_buffers", ()):
+            buf = self._buffers.get(name)
+            if buf is not None:
+                buf._dhmrec_symmetric = True  # type: ignore[attr-defined]
+        return out
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        """Hook run before each training epoch (e.g. resample a pruned graph)."""
+
+    def embeddings(self) -> Tuple[Tensor, Tensor]:
+        """Final user and item embeddings, ``([U, d], [I, d])``, for scoring."""
+        raise NotImplementedError
+
+    def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
+        """Loss terms for a batch of triplets; the key ``"loss"`` is their weighted total."""
+        raise NotImplementedError
+
+    def score(self, user_emb: Tensor, item_emb: Tensor) -> Tensor:
+        """Preference scores of a batch of users for all items (equation (23))."""
+        return user_emb @ item_emb.t()

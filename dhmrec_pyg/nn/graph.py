@@ -1,0 +1,108 @@
+"""Graph construction helpers: bipartite adjacencies and their normalisation."""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def is_torch_sparse(adj: object) -> bool:
+    """Whether ``adj`` is a ``torch.sparse`` tensor (COO or CSR layout)."""
+    return isinstance(adj, Tensor) and adj.layout in (torch.sparse_coo, torch.sparse_csr)
+
+
+def bipartite_to_homogeneous(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
+    r"""Turn user->item edges into an undirected graph over ``num_users + num_items`` nodes.
+
+    Item ``i`` becomes node ``num_users + i``; both directions of every edge are
+    returned, so the adjacency is the block matrix
+    :math:`A = \begin{bmatrix} 0 & R \\ R^\top & 0 \end{bmatrix}` of equation (7).
+
+    Args:
+        edge_index: ``[2, E]`` user and item indices.
+        num_users: number of user nodes.
+        num_items: number of item nodes.
+    """
+    users, items = edge_index[0], edge_index[1] + num_users
+    return torch.stack([torch.cat([users, items]), torch.cat([items, users])])
+
+
+def sym_norm_weights(
+    edge_index: Tensor, num_nodes: int, edge_weight: Optional[Tensor] = None
+) -> Tensor:
+    r"""Edge weights of :math:`D^{-1/2} A D^{-1/2}` for the graph ``edge_index``.
+
+    Degrees are the (weighted) column sums of :math:`A`; nodes of degree 0 get
+    weight 0 rather than a division by zero.
+    """
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.size(1), device=edge_index.device)
+    deg = torch.zeros(num_nodes, device=edge_index.device, dtype=edge_weight.dtype)
+    deg.scatter_add_(0, edge_index[1], edge_weight)
+    inv_sqrt = deg.pow(-0.5)
+    inv_sqrt[torch.isinf(inv_sqrt)] = 0.0
+    return inv_sqrt[edge_index[0]] * edge_weight * inv_sqrt[edge_index[1]]
+
+
+def to_sparse_adjacency(
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    num_nodes: int,
+    layout: str = "csr",
+    symmetric: bool = False,
+) -> Tensor:
+    """Build a ``torch.sparse`` adjacency (``adj_t`` orientation) from weighted edges.
+
+    Args:
+        edge_index: ``[2, E]`` source and target nodes.
+        edge_weight: ``[E]`` weights.
+        num_nodes: number of nodes.
+        layout: ``"csr"`` (default, fastest for products on CPU) or ``"coo"``.
+        symmetric: mark the matrix as symmetric, which lets
+            :class:`~dhmrec_pyg.nn.LightGCNConv` skip the transpose in the
+            backward pass. Only set it when the matrix really is symmetric.
+    """
+    if layout not in ("csr", "coo"):
+        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
+    # adj_t[target, source] = weight: row i collects the messages i receives.
+    adj = torch.sparse_coo_tensor(
+        torch.stack([edge_index[1], edge_index[0]]),
+        edge_weight,
+        (num_nodes, num_nodes),
+        check_invariants=False,
+    ).coalesce()
+    if layout == "csr":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            adj = adj.to_sparse_csr()
+    if symmetric:
+        adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
+    return adj
+
+
+def normalized_adjacency(
+    edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    layout: str = "csr",
+    edge_weight: Optional[Tensor] = None,
+) -> Tensor:
+    r"""The normalised user-item adjacency :math:`D^{-1/2} A D^{-1/2}` of equation (7).
+
+    Args:
+        edge_index: ``[2, E]`` user->item training interactions.
+        num_users: number of users.
+        num_items: number of items.
+        layout: ``"csr"`` or ``"coo"``.
+        edge_weight: optional ``[E]`` weights of the interactions.
+
+    Returns:
+        A symmetric ``(U + I) x (U + I)`` sparse tensor.
+    """
+    full = bipartite_to_homogeneous(edge_index, num_users, num_items)
+    weight = None if edge_weight is None else torch.cat([edge_weight, edge_weight])
+    n = num_users + num_items
+    w = sym_norm_weights(full, n, weight)
+    return to_sparse_adjacency(full, w, n, layout=layout, symmetric=True)

@@ -1,0 +1,92 @@
+"""Weighted LightGCN propagation as a PyG ``MessagePassing`` operator."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.utils import spmm
+
+from dhmrec_pyg.nn.graph import is_torch_sparse
+
+
+class LightGCNConv(MessagePassing):
+    r"""One hop of light graph convolution with pre-computed edge weights.
+
+    The operator of LightGCN (He et al., SIGIR 2020) and of equations (7), (13)
+    and (14) of the DHMRec paper, without feature transformation or
+    non-linearity:
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i)} w_{j,i}\,
+        \mathbf{x}_j
+
+    Unlike :class:`torch_geometric.nn.conv.LGConv`, the weights :math:`w_{j,i}`
+    are taken as given: compute the symmetric normalisation
+    :math:`1/\sqrt{d_i d_j}` once with
+    :func:`dhmrec_pyg.nn.graph.normalized_adjacency` (or
+    :func:`~dhmrec_pyg.nn.graph.sym_norm_weights`) instead of on every call,
+    which is what a recommender needs when it propagates the same graph for
+    every mini-batch.
+
+    The adjacency may be an ``edge_index`` (with optional ``edge_weight``), a
+    ``torch.sparse`` tensor (COO or CSR) holding the weights, or a
+    ``torch_sparse.SparseTensor`` when that optional package is installed;
+    all three give the same result. For sparse inputs the adjacency is read as
+    ``adj_t``: row ``i`` lists the neighbours whose messages ``i`` receives.
+
+    Args:
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F)`,
+          edge indices :math:`(2, |\mathcal{E}|)` or a sparse
+          :math:`(|\mathcal{V}|, |\mathcal{V}|)` adjacency,
+          edge weights :math:`(|\mathcal{E}|)` *(optional)*
+        - **output:** node features :math:`(|\mathcal{V}|, F)`
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+
+    def forward(self, x: Tensor, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:
+        """Propagate ``x`` one hop over the (weighted) adjacency."""
+        if is_torch_sparse(edge_index):
+            return self.message_and_aggregate(edge_index, x)
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+    def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        """Scale each neighbour's features by its edge weight."""
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
+        """Fused sparse-dense product used for sparse adjacencies."""
+        if is_torch_sparse(adj_t) and getattr(adj_t, "_dhmrec_symmetric", False):
+            return SymmetricSpMM.apply(adj_t, x)
+        return spmm(adj_t, x, reduce=self.aggr)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}()"
+
+
+class SymmetricSpMM(torch.autograd.Function):
+    """``A @ X`` for a symmetric sparse ``A``, whose backward is ``A @ grad``.
+
+    ``torch.sparse.mm`` differentiates through ``A.t()``, which for a CSR
+    tensor means converting the matrix on every backward pass. A normalised
+    user-item or item-item adjacency is symmetric, so the transpose is the
+    matrix itself and the conversion can be skipped.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(adj)
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (adj,) = ctx.saved_tensors
+        return None, torch.sparse.mm(adj, grad)

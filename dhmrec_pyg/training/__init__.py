@@ -1,0 +1,17 @@
+"""Sampling, evaluation, the training loop and experiment drivers."""
+from dhmrec_pyg.training.config import ConfigError, TrainConfig
+from dhmrec_pyg.training.evaluate import FullRankingEvaluator, evaluation_users
+from dhmrec_pyg.training.sampler import BPRSampler
+from dhmrec_pyg.training.trainer import NonFiniteLossError, Trainer, build_model, evaluate_model
+
+__all__ = [
+    "BPRSampler",
+    "ConfigError",
+    "FullRankingEvaluator",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "Trainer",
+    "build_model",
+    "evaluate_model",
+    "evaluation_users",
+]

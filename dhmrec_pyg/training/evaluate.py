@@ -1,0 +1,135 @@
+"""Full-ranking evaluation with training items masked out."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.metrics import (
+    LinkPredMAP,
+    LinkPredMetricCollection,
+    LinkPredNDCG,
+    LinkPredPrecision,
+    LinkPredRecall,
+)
+
+DEFAULT_KS: tuple = (5, 10, 20, 50)
+
+_METRICS = {
+    "recall": LinkPredRecall,
+    "ndcg": LinkPredNDCG,
+    "precision": LinkPredPrecision,
+    "map": LinkPredMAP,
+}
+
+
+def _csr(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+    """Row pointer and sorted columns of a ``[2, E]`` index."""
+    order = torch.argsort(edge_index[0], stable=True)
+    rows, cols = edge_index[0][order], edge_index[1][order]
+    rowptr = torch.zeros(num_rows + 1, dtype=torch.long)
+    rowptr[1:] = torch.cumsum(torch.bincount(rows, minlength=num_rows), 0)
+    return rowptr, cols
+
+
+def _gather_rows(rowptr: Tensor, cols: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """``(local_row, col)`` pairs of the given rows of a CSR index."""
+    starts, ends = rowptr[rows], rowptr[rows + 1]
+    counts = ends - starts
+    local = torch.repeat_interleave(torch.arange(rows.numel()), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
+    return local, cols[torch.repeat_interleave(starts, counts) + offsets]
+
+
+def evaluation_users(train_edge_index: Tensor, target_edge_index: Tensor, num_users: int) -> Tensor:
+    """Users evaluated on a split: at least one target item and one training item.
+
+    Users with no training interaction are left out, as MMRec does by default
+    (``filter_out_cod_start_users``).
+    """
+    has_target = torch.bincount(target_edge_index[0].cpu(), minlength=num_users) > 0
+    has_train = torch.bincount(train_edge_index[0].cpu(), minlength=num_users) > 0
+    return (has_target & has_train).nonzero().flatten()
+
+
+class FullRankingEvaluator:
+    """Recall, NDCG, precision and MAP at several K over the full item catalogue.
+
+    For every evaluated user (see :func:`evaluation_users`) all items are
+    scored, the user's training items get a score of ``-inf``, and the top
+    ``max(ks)`` items are compared with the split's ground truth by
+    ``torch_geometric.metrics``: Recall@K = hits / |ground truth|, NDCG@K with
+    the ideal DCG over ``min(|ground truth|, K)`` hits, Precision@K = hits / K,
+    MAP@K = sum of precision at each hit / ``min(|ground truth|, K)``. Metrics
+    are averaged over the evaluated users. Users are processed in batches of
+    ``batch_size`` so that memory stays at ``batch_size x num_items`` scores.
+
+    Args:
+        train_edge_index: ``[2, E]`` training interactions (masked).
+        target_edge_index: ``[2, E']`` ground truth of the split.
+        num_users: number of users.
+        num_items: number of items.
+        ks: cut-offs.
+        batch_size: users scored at once.
+    """
+
+    def __init__(
+        self,
+        train_edge_index: Tensor,
+        target_edge_index: Tensor,
+        num_users: int,
+        num_items: int,
+        ks: Sequence[int] = DEFAULT_KS,
+        batch_size: int = 4096,
+    ) -> None:
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self.ks = tuple(sorted(int(k) for k in ks))
+        if not self.ks or self.ks[0] < 1:
+            raise ValueError(f"ks must be positive integers, got {ks!r}")
+        self.batch_size = int(batch_size)
+        train, target = train_edge_index.cpu(), target_edge_index.cpu()
+        self.users = evaluation_users(train, target, self.num_users)
+        self.train_rowptr, self.train_cols = _csr(train, self.num_users)
+        self.target_rowptr, self.target_cols = _csr(target, self.num_users)
+
+    def metric_names(self) -> list[str]:
+        """Keys of the dictionary returned by :meth:`evaluate`, e.g. ``recall@20``."""
+        return [f"{m}@{k}" for k in self.ks for m in _METRICS]
+
+    def batches(self) -> Iterable[Tensor]:
+        """The evaluated users, in batches."""
+        return torch.split(self.users, self.batch_size)
+
+    @torch.no_grad()
+    def evaluate(self, user_emb: Tensor, item_emb: Tensor, score_fn=None) -> Dict[str, float]:
+        """Metrics of the given final embeddings.
+
+        Args:
+            user_emb: ``[U, d]`` user embeddings.
+            item_emb: ``[I, d]`` item embeddings.
+            score_fn: ``f(user_emb_batch, item_emb) -> [B, I]`` scores;
+                defaults to the inner product (equation (23)).
+        """
+        collection = self._collection(user_emb.device)
+        for users in self.batches():
+            scores = self.scores(user_emb, item_emb, users, score_fn)
+            top = torch.topk(scores, min(self.ks[-1], self.num_items), dim=1).indices
+            local, cols = _gather_rows(self.target_rowptr, self.target_cols, users)
+            collection.update(top, torch.stack([local, cols]).to(top.device))
+        out = collection.compute()
+        return {name: float(v) for name, v in out.items()}
+
+    def scores(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, score_fn=None) -> Tensor:
+        """Scores of ``users`` for all items, with their training items at ``-inf``."""
+        dev = user_emb.device
+        u = user_emb[users.to(dev)]
+        scores = score_fn(u, item_emb) if score_fn is not None else u @ item_emb.t()
+        local, cols = _gather_rows(self.train_rowptr, self.train_cols, users)
+        scores[local.to(dev), cols.to(dev)] = float("-inf")
+        return scores
+
+    def _collection(self, device: torch.device) -> LinkPredMetricCollection:
+        metrics = {f"{m}@{k}": cls(k) for k in self.ks for m, cls in _METRICS.items()}
+        return LinkPredMetricCollection(metrics).to(device)

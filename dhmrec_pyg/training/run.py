@@ -1,0 +1,132 @@
+"""One run, several seeds, or a grid: the experiment drivers behind the CLI."""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import statistics
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch_geometric.data import HeteroData
+
+from dhmrec_pyg import io as dio
+from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides
+from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
+
+
+def load_data(cfg: TrainConfig) -> HeteroData:
+    """Load the dataset a config names (a synthetic profile, a name under ``data_root``, or a folder)."""
+    from dhmrec_pyg.data import load_dataset
+
+    return load_dataset(cfg.dataset, root=cfg.data_root)
+
+
+def run_once(
+    cfg: TrainConfig, model_cfg: Any, out_dir: Optional[Path], data: Optional[HeteroData] = None
+) -> Dict[str, Any]:
+    """Train and evaluate one configuration; write the run folder if ``out_dir`` is given."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_data(cfg) if data is None else data
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, data, model_cfg)
+    return Trainer(model, data, cfg, out_dir, model_cfg).fit()
+
+
+def summarise(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and (sample) standard deviation of every valid/test metric over runs."""
+    out: Dict[str, Any] = {"runs": len(results), "seeds": [r["seed"] for r in results]}
+    for split in ("valid", "test"):
+        out[split] = {}
+        for key in results[0][split]:
+            values = [r[split][key] for r in results]
+            out[split][key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            }
+    out["best_epoch"] = [r["best_epoch"] for r in results]
+    out["seconds_per_epoch"] = statistics.fmean(r["seconds_per_epoch"] for r in results)
+    return out
+
+
+def run_seeds(
+    cfg: TrainConfig, model_cfg: Any, seeds: Sequence[int], out_dir: Path, data: Optional[HeteroData] = None
+) -> Dict[str, Any]:
+    """Repeat a run for each seed (``out_dir/seed_<s>``) and write ``summary.json``."""
+    data = load_data(cfg) if data is None else data
+    results = [
+        run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data) for s in seeds
+    ]
+    summary = summarise(results)
+    dio.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def parse_grid(specs: List[str]) -> Dict[str, List[str]]:
+    """Parse ``key=v1,v2,...`` grid specifications."""
+    grid: Dict[str, List[str]] = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--grid expects key=v1,v2,..., got {spec!r}")
+        key, values = spec.split("=", 1)
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not key.strip() or not items:
+            raise ConfigError(f"--grid expects key=v1,v2,..., got {spec!r}")
+        grid[key.strip()] = items
+    return grid
+
+
+def run_grid(
+    cfg: TrainConfig,
+    model_values: Dict[str, Any],
+    model_config_class: type,
+    grid: Dict[str, List[str]],
+    out_dir: Path,
+    base_overrides: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+    data: Optional[HeteroData] = None,
+) -> Dict[str, Any]:
+    """Run every point of a hyper-parameter grid and keep the best on validation.
+
+    Each point runs in ``out_dir/grid_<n>``. The point with the best validation
+    metric (``cfg.valid_metric``) is chosen; its test metrics are reported, but
+    test never influences the choice. With ``seeds``, the chosen point is then
+    re-run for each seed and ``summary.json`` gets mean and std.
+    Writes ``grid.csv`` and ``grid.json``.
+    """
+    data = load_data(cfg) if data is None else data
+    keys = list(grid)
+    rows: List[Dict[str, Any]] = []
+    best: Optional[Tuple[float, int]] = None
+    points = list(itertools.product(*(grid[k] for k in keys)))
+    for n, values in enumerate(points):
+        pairs = list(base_overrides) + [f"{k}={v}" for k, v in zip(keys, values)]
+        point_cfg, point_model = apply_overrides(cfg, model_values, model_config_class, pairs)
+        result = run_once(point_cfg, point_model, out_dir / f"grid_{n}", data)
+        row = {"run": f"grid_{n}", **dict(zip(keys, values)), "best_epoch": result["best_epoch"],
+               f"valid_{cfg.valid_metric}": result["valid"][cfg.valid_metric],
+               "test_recall@20": result["test"]["recall@20"], "test_ndcg@20": result["test"]["ndcg@20"]}
+        rows.append(row)
+        score = result["valid"][cfg.valid_metric]
+        if best is None or score > best[0]:
+            best = (score, n)
+    assert best is not None
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dio.write_text(out_dir / "grid.csv", buf.getvalue())
+    chosen = dict(zip(keys, points[best[1]]))
+    report: Dict[str, Any] = {"selected_on": f"valid {cfg.valid_metric}", "best_run": f"grid_{best[1]}",
+                              "best_params": chosen, "rows": rows}
+    if seeds:
+        pairs = list(base_overrides) + [f"{k}={v}" for k, v in chosen.items()]
+        best_cfg, best_model = apply_overrides(cfg, model_values, model_config_class, pairs)
+        report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data)
+    dio.write_json(out_dir / "grid.json", report)
+    return report
