@@ -1,0 +1,253 @@
+"""A cached PyG dataset over an MMRec folder, and :func:`load_dataset`, the one-call entry point."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch_geometric.data import HeteroData, InMemoryDataset
+
+from .errors import DataError
+from .io import EDGE_TYPE, check_known_statistics, find_mmrec_files, load_mmrec
+
+__all__ = ["MMRecDataset", "load_dataset"]
+
+_CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v1"
+_HASH_CONTENT_LIMIT = 8 * 2**20  # raw files up to 8 MiB are fingerprinted by content
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """Hash of the raw files: names and sizes, plus contents (small files) or mtimes (large ones)."""
+    h = hashlib.sha256(_CACHE_FORMAT.encode())
+    for path in paths:
+        st = path.stat()
+        h.update(f"\0{path.name}\0{st.st_size}\0".encode())
+        if st.st_size <= _HASH_CONTENT_LIMIT:
+            h.update(path.read_bytes())
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_plain_name(name: str, what: str = "dataset name") -> None:
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or (os.sep in name)
+        or (os.altsep is not None and os.altsep in name)
+        or "\0" in name
+    ):
+        raise DataError(f"{what} {name!r} must be a plain folder name (no path separators, not '.' or '..')")
+
+
+def _to_plain(data: HeteroData) -> dict:
+    """The graph as a dict of tensors, ints and strings (loadable with ``weights_only=True``)."""
+    store = data[EDGE_TYPE]
+    item = data["item"]
+    return {
+        "format": _CACHE_FORMAT,
+        "name": str(data.name),
+        "num_users": int(data["user"].num_nodes),
+        "num_items": int(item.num_nodes),
+        "edge_index": store.edge_index,
+        "val_edge_index": store.val_edge_index,
+        "test_edge_index": store.test_edge_index,
+        "features": {k[2:]: item[k] for k in item.keys() if k.startswith("x_")},
+    }
+
+
+def _from_plain(obj: object, path: Path) -> HeteroData:
+    keys = {"format", "name", "num_users", "num_items", "edge_index", "val_edge_index", "test_edge_index", "features"}
+    if not isinstance(obj, dict) or obj.get("format") != _CACHE_FORMAT or set(obj) != keys:
+        raise DataError(f"{path}: not a {_CACHE_FORMAT} cache file")
+    data = HeteroData()
+    data.name = obj["name"]
+    data["user"].num_nodes = int(obj["num_users"])
+    data["item"].num_nodes = int(obj["num_items"])
+    store = data[EDGE_TYPE]
+    for attr in ("edge_index", "val_edge_index", "test_edge_index"):
+        t = obj[attr]
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.dim() != 2 or t.size(0) != 2:
+            raise DataError(f"{path}: cache entry {attr!r} is malformed")
+        store[attr] = t
+    for modality, x in sorted(obj["features"].items()):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.size(0) != data["item"].num_nodes:
+            raise DataError(f"{path}: cache entry for modality {modality!r} is malformed")
+        data["item"][f"x_{modality}"] = x
+    return data
+
+
+class MMRecDataset(InMemoryDataset):
+    """An MMRec-layout folder ``root/name`` as a one-graph PyG dataset with an on-disk cache.
+
+    The raw files (``NAME.inter`` and ``*_feat.npy``) are read in place from ``raw_dir = root/name``;
+    the processed graph is cached in ``processed_dir = root/name/processed`` under a file name that
+    contains a fingerprint of the raw files (names, sizes, and contents for files up to 8 MiB or
+    modification times for larger ones), so that changing the raw folder triggers re-processing.
+    If the folder is not writable the graph is built in memory on every construction instead.
+
+    The cache is a plain dict of tensors written with :func:`torch.save` and read back with
+    ``torch.load(weights_only=True)`` and no fallback: unlike PyG's own ``InMemoryDataset.save`` /
+    ``load`` (whose loader, in torch_geometric 2.8, retries with ``weights_only=False`` and reads
+    ``pre_transform.pt`` unrestricted), a tampered cache file cannot execute code. For the same reason
+    ``pre_transform`` / ``pre_filter`` are not supported.
+
+    ``dataset[0]`` is the :class:`HeteroData` described in :func:`~dhmrec_pyg.data.load_mmrec`.
+
+    Args:
+        root: the folder that holds the dataset folder.
+        name: the dataset folder's name (a plain name, no path separators).
+        transform: optional transform applied on every access.
+        force_reload: re-process even when a matching cache exists.
+        log: print PyG's "Processing..." messages.
+
+    Attributes:
+        processed_now: whether this construction (re)built the graph from the raw files.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        transform: Callable[[HeteroData], HeteroData] | None = None,
+        force_reload: bool = False,
+        log: bool = False,
+    ) -> None:
+        _check_plain_name(name)
+        self.name = name
+        folder = Path(root) / name
+        if not folder.is_dir():
+            raise DataError(f"{folder}: dataset folder does not exist")
+        self._inter_path, feats = find_mmrec_files(folder)
+        self._raw_paths = [self._inter_path] + [p for _, p in feats]
+        self._key = _fingerprint(self._raw_paths)
+        self._fresh: HeteroData | None = None
+        self.processed_now = False
+        super().__init__(str(root), transform, None, None, log, force_reload)
+        if self._fresh is not None:
+            data = self._fresh
+            self._fresh = None
+        else:
+            data = self._load_cache(Path(self.processed_paths[0]))
+            check_known_statistics(data, name)
+        self.data = data
+        self.slices = None
+
+    @property
+    def raw_dir(self) -> str:
+        """The dataset folder itself (``root/name``), where MMRec keeps its files."""
+        return os.path.join(self.root, self.name)
+
+    @property
+    def processed_dir(self) -> str:
+        """``root/name/processed``."""
+        return os.path.join(self.root, self.name, "processed")
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        """The ``.inter`` file and the ``*_feat.npy`` files found in :attr:`raw_dir`."""
+        return [p.name for p in self._raw_paths]
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        """``data_<fingerprint of the raw files>.pt``."""
+        return [f"data_{self._key}.pt"]
+
+    def _process(self) -> None:
+        # Replaces PyG's Dataset._process, which unpickles pre_transform.pt with weights_only=False.
+        if not self.force_reload and all(os.path.isfile(p) for p in self.processed_paths):
+            return
+        self.process()
+
+    def process(self) -> None:
+        """Build the graph with :func:`load_mmrec` and cache it (best effort if not writable)."""
+        data = load_mmrec(self.raw_dir, self._inter_path.stem)
+        self._fresh = data
+        self.processed_now = True
+        target = Path(self.processed_paths[0])
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".data_", suffix=".tmp", dir=target.parent)
+        except OSError:
+            return  # read-only folder: no cache
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(_to_plain(data), f)
+            os.replace(tmp, target)
+        except OSError as e:
+            warnings.warn(f"{target}: could not write the processed cache ({e})", stacklevel=2)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return
+        for old in target.parent.glob("data_*.pt"):
+            if old.name != target.name:
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
+
+    def _load_cache(self, path: Path) -> HeteroData:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return _from_plain(obj, path)
+        except Exception as e:  # corrupt or foreign cache: rebuild it
+            warnings.warn(f"{path}: unreadable processed cache ({e}); rebuilding it", stacklevel=3)
+            self.process()
+            data, self._fresh = self._fresh, None
+            assert data is not None
+            return data
+
+
+def load_dataset(
+    name_or_path: str | Path, root: str | Path = "data", *, seed: int = 0, force_reload: bool = False
+) -> HeteroData:
+    """Load a dataset by name or path.
+
+    Resolution order:
+
+    1. a synthetic profile: ``'demo'`` or ``'synthetic-<profile>'`` (e.g. ``'synthetic-baby'``,
+       ``'synthetic-tiny'``; see :data:`~dhmrec_pyg.data.synthetic.PROFILES`) is generated with
+       ``seed`` and written under ``root/<name>`` (once), then loaded;
+    2. an existing folder path is loaded directly with :func:`load_mmrec` (no cache);
+    3. a plain name with a folder ``root/<name>`` is loaded through :class:`MMRecDataset` (cached).
+
+    Args:
+        name_or_path: a synthetic profile name, a folder path, or a dataset name under ``root``.
+        root: the folder holding named datasets.
+        seed: seed of synthetic data.
+        force_reload: rebuild the processed cache of a named dataset.
+
+    Returns:
+        The dataset's :class:`HeteroData` (see :func:`load_mmrec`).
+
+    Raises:
+        DataError: if nothing matches (the message names the places looked at), or if a name that is
+            not an existing folder contains a path separator or ``..``.
+    """
+    from .synthetic import dataset_name, materialise_synthetic, synthetic_profile_of
+
+    text = str(name_or_path)
+    root = Path(root)
+    profile = synthetic_profile_of(text)
+    if profile is not None:
+        materialise_synthetic(profile, root, seed)
+        return MMRecDataset(root, dataset_name(profile), force_reload=force_reload)[0]
+    path = Path(name_or_path).expanduser()
+    if text and path.is_dir():
+        return load_mmrec(path)
+    _check_plain_name(text)
+    if (root / text).is_dir():
+        return MMRecDataset(root, text, force_reload=force_reload)[0]
+    raise DataError(
+        f"dataset {text!r} not found: it is not a synthetic profile ('demo' or 'synthetic-<profile>'), "
+        f"not an existing folder ({path.resolve()}), and {(root / text).resolve()} does not exist"
+    )

@@ -1,0 +1,14 @@
+"""The data package's error type."""
+
+from __future__ import annotations
+
+__all__ = ["DataError"]
+
+
+class DataError(ValueError):
+    """Raised for any malformed, missing or inconsistent input data.
+
+    Messages always name the file, the field (column or array) and an offending value, so that a
+    user can find and fix the problem without reading a traceback, e.g.
+    ``"tiktok.inter: column 'itemID' must hold non-negative integers, found '-3' on line 17"``.
+    """
