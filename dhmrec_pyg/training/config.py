@@ -44,6 +44,22 @@ def _field_types(cls: type) -> Dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
+def _parse_scalar(text: str) -> Any:
+    """Parse a command-line value: numbers (``1e-4`` included), booleans, lists."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, list):
+        return [_parse_scalar(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 def coerce(value: Any, typ: Any, key: str) -> Any:
     """Convert ``value`` (parsed YAML or a string) to the field type ``typ``.
 
@@ -51,10 +67,7 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
         ConfigError: naming ``key`` and the offending value.
     """
     if isinstance(value, str) and typ is not str:
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
+        value = _parse_scalar(value)
     origin = typing.get_origin(typ)
     try:
         if typ is bool:
