@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
 
 from .errors import DataError
-from .io import EDGE_TYPE, check_known_statistics, find_mmrec_files, load_mmrec
+from .io import EDGE_TYPE, atomic_write, check_known_statistics, find_mmrec_files, load_mmrec
 
 __all__ = ["MMRecDataset", "load_dataset"]
 
@@ -174,19 +173,14 @@ class MMRecDataset(InMemoryDataset):
         target = Path(self.processed_paths[0])
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".data_", suffix=".tmp", dir=target.parent)
         except OSError:
             return  # read-only folder: no cache
+        if not os.access(target.parent, os.W_OK):
+            return
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(_to_plain(data), f)
-            os.replace(tmp, target)
+            atomic_write(target, lambda f: torch.save(_to_plain(data), f))
         except OSError as e:
             warnings.warn(f"{target}: could not write the processed cache ({e})", stacklevel=2)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return
         for old in target.parent.glob("data_*.pt"):
             if old.name != target.name:

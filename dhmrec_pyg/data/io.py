@@ -18,8 +18,9 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from .errors import DataError
 
 __all__ = [
     "EDGE_TYPE",
+    "atomic_write",
     "build_heterodata",
     "KNOWN_DATASETS",
     "REQUIRED_COLUMNS",
@@ -445,12 +447,20 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> HeteroData:
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same folder, which then
+    replaces ``path`` with :func:`os.replace` (permissions ``0o666`` minus the umask)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -575,9 +585,9 @@ def write_mmrec(
     str_cols = [_column_strings(columns[c]) for c in names]
     text = "\t".join(names) + "\n" + "".join("\t".join(row) + "\n" for row in zip(*str_cols))
     payload = text.encode("utf-8")
-    _atomic_write(inter_path, lambda f: f.write(payload))
+    atomic_write(inter_path, lambda f: f.write(payload))
     for modality, arr in sorted(feat_arrays.items()):
-        _atomic_write(folder / f"{modality}{_FEAT_SUFFIX}", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+        atomic_write(folder / f"{modality}{_FEAT_SUFFIX}", lambda f, a=arr: np.save(f, a, allow_pickle=False))
     keep = {inter_path.name} | {f"{m}{_FEAT_SUFFIX}" for m in feat_arrays}
     for p in existing:
         if p.name not in keep:

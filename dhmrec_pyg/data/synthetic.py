@@ -27,15 +27,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch_geometric.data import HeteroData
 
-from .io import build_heterodata, write_mmrec
+from .io import atomic_write, build_heterodata, write_mmrec
 from .split import mmrec_split
 
 __all__ = [
@@ -334,11 +332,8 @@ def materialise_synthetic(profile: str, root: str | Path = "data", seed: int = 0
     if params_path.exists():
         params_path.unlink()
     write_mmrec(data, folder, name, overwrite=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{_PARAMS_FILE}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, params_path)
+    payload = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+    atomic_write(params_path, lambda f: f.write(payload))
     return folder
 
 
