@@ -1,0 +1,1 @@
+"""Benchmarks of dhmrec_pyg: accuracy against the paper, speed, memory."""

@@ -1,0 +1,119 @@
+"""End to end: `dhmrec train` / `dhmrec evaluate` on the built-in demo data."""
+import csv
+import json
+
+import pytest
+import torch
+
+from dhmrec_pyg.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def _train(tmp_path, data_root, *extra, name="run"):
+    out = tmp_path / name
+    rc = main(["train", "--data-root", data_root, "--out", str(out), "--quiet", *extra])
+    return rc, out
+
+
+def test_train_writes_a_complete_run_folder(tmp_path, data_root):
+    rc, out = _train(tmp_path, data_root, "--epochs", "3", "--set", "num_layers=1")
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        for k in (5, 10, 20, 50):
+            for m in ("recall", "ndcg", "precision", "map"):
+                assert 0.0 <= metrics[split][f"{m}@{k}"] <= 1.0
+    assert metrics["model"] == "lightgcn" and metrics["dataset"] == "demo"
+    assert 0 <= metrics["best_epoch"] < 3
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert "num_layers: 1" in (out / "config.yaml").read_text()
+    state = torch.load(out / "best.pt", weights_only=True)
+    assert set(state) == {"user_emb.weight", "item_emb.weight"}
+
+
+def test_same_seed_same_metrics_and_evaluate_reproduces(tmp_path, data_root, capsys):
+    _, a = _train(tmp_path, data_root, "--epochs", "2", "--seed", "7", name="a")
+    _, b = _train(tmp_path, data_root, "--epochs", "2", "--seed", "7", name="b")
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
+    assert ma["test"] == mb["test"] and ma["valid"] == mb["valid"]
+    capsys.readouterr()
+    assert main(["evaluate", str(a)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"] == pytest.approx(ma["test"], abs=1e-6)
+    assert printed["val"] == pytest.approx(ma["valid"], abs=1e-6)
+
+
+def test_training_learns_on_demo(tmp_path, data_root):
+    _, out = _train(tmp_path, data_root, "--epochs", "8")
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert float(rows[-1]["valid_recall@20"]) > float(rows[0]["valid_recall@20"])
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_seeds_report_mean_and_std(tmp_path, data_root, capsys):
+    rc, out = _train(tmp_path, data_root, "--epochs", "1", "--seeds", "0,1", "--model", "bpr")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    assert summary["test"]["recall@20"]["std"] >= 0.0
+    assert "±" in capsys.readouterr().out
+
+
+def test_grid_selects_on_validation(tmp_path, data_root):
+    rc, out = _train(tmp_path, data_root, "--epochs", "2", "--grid", "num_layers=0,1")
+    assert rc == 0
+    report = json.loads((out / "grid.json").read_text())
+    rows = report["rows"]
+    best = max(rows, key=lambda r: r["valid_recall@20"])
+    assert report["best_run"] == best["run"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "num_layers=two"], "'num_layers' expects a value of type int, got 'two'"),
+        (["--set", "bogus=1"], "unknown option 'bogus'"),
+        (["--seeds", "a,b"], "--seeds expects comma-separated integers"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--dataset", "../etc"], "../etc"),
+        (["--grid", "num_layers"], "--grid expects key=v1,v2"),
+    ],
+)
+def test_bad_values_are_one_line_errors(tmp_path, data_root, capsys, args, message):
+    rc, _ = _train(tmp_path, data_root, *args)
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_existing_run_folder_needs_overwrite(tmp_path, data_root, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    rc = main(["train", "--data-root", data_root, "--out", str(out), "--epochs", "1", "--quiet"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "{}"
+    (tmp_path / "file").write_text("x")
+    rc = main(["train", "--data-root", data_root, "--out", str(tmp_path / "file"), "--quiet"])
+    assert rc == 2 and "a file is in the way" in capsys.readouterr().err
+
+
+def test_unknown_model_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--model", "nosuch"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--model", "--dataset", "--data-root", "--epochs", "--seed", "--seeds", "--out",
+                "--set", "--grid", "--overwrite", "--config", "--device"):
+        assert opt in text
