@@ -1,0 +1,283 @@
+"""Modality item-item graphs and their propagation, equations (11)-(14) of the DHMRec paper."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.utils import spmm
+
+from dhmrec_pyg.nn.graph import is_torch_sparse, sym_norm_weights
+from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
+from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
+
+#: Modality names read as "visual-like" by :func:`common_view_weights`.
+VISUAL_MODALITIES = frozenset({"image", "images", "img", "visual", "vision", "v", "video", "photo"})
+#: Name of the modality-common view.
+COMMON_VIEW = "common"
+
+
+def common_view_weights(
+    modalities: Sequence[str], beta: float = 0.1, visual_modality: Optional[str] = None
+) -> Dict[str, float]:
+    r"""The weights :math:`\beta_m` of the modality-common item-item graph (12).
+
+    Reading taken (SPEC.md, FREEDOM's mixing rule): the visual-like modality
+    gets :math:`\beta` and the remaining :math:`1 - \beta` is shared equally by
+    the other modalities (for two modalities: :math:`\beta` and
+    :math:`1-\beta`, FREEDOM's ``mm_image_weight``). The visual-like modality
+    is ``visual_modality`` if given, else the one whose name is in
+    :data:`VISUAL_MODALITIES` (``image``, ``visual``, ``v``, ...). Without a
+    visual-like modality, or with one modality only, all weights are equal
+    (:math:`1/|\mathcal{M}|`).
+
+    Args:
+        modalities: modality names.
+        beta: weight of the visual-like modality, in ``[0, 1]``.
+        visual_modality: name of the visual-like modality (``None``: by name).
+
+    Returns:
+        ``{modality: weight}``, weights summing to one.
+    """
+    modalities = list(modalities)
+    if not modalities:
+        raise ValueError("common_view_weights needs at least one modality")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if visual_modality:
+        if visual_modality not in modalities:
+            raise ValueError(f"visual_modality {visual_modality!r} is not one of the modalities {modalities}")
+        visual = visual_modality
+    else:
+        found = [m for m in modalities if m.lower() in VISUAL_MODALITIES]
+        visual = found[0] if found else None
+    if len(modalities) == 1 or visual is None:
+        return {m: 1.0 / len(modalities) for m in modalities}
+    rest = (1.0 - beta) / (len(modalities) - 1)
+    return {m: (beta if m == visual else rest) for m in modalities}
+
+
+def mix_item_graphs(
+    graphs: Sequence[Tuple[Tensor, Tensor]], weights: Sequence[float], num_items: int
+) -> Tuple[Tensor, Tensor]:
+    r"""Weighted sum of normalised item-item graphs, equation (12).
+
+    .. math::
+        \tilde{I}^c = \sum_{m \in \mathcal{M}} \beta_m \tilde{I}^m
+
+    Args:
+        graphs: per modality, ``(edge_index, edge_weight)`` of :math:`\tilde{I}^m`.
+        weights: :math:`\beta_m` per modality (see :func:`common_view_weights`).
+        num_items: number of items.
+
+    Returns:
+        ``(edge_index, edge_weight)`` of :math:`\tilde{I}^c`, coalesced (an edge
+        present in several graphs appears once with the summed weight).
+    """
+    if len(graphs) != len(weights) or not graphs:
+        raise ValueError("mix_item_graphs needs one weight per graph and at least one graph")
+    edge_index = torch.cat([ei for ei, _ in graphs], dim=1)
+    edge_weight = torch.cat([float(b) * w for (_, w), b in zip(graphs, weights)])
+    key = edge_index[1] * num_items + edge_index[0]
+    unique, inverse = torch.unique(key, return_inverse=True)
+    summed = torch.zeros(unique.numel(), dtype=edge_weight.dtype, device=edge_weight.device).scatter_add_(0, inverse, edge_weight)
+    return torch.stack([unique % num_items, unique // num_items]), summed
+
+
+def build_item_graphs(
+    data: HeteroData,
+    k: int = 10,
+    beta: float = 0.1,
+    visual_modality: Optional[str] = None,
+    include_self: bool = True,
+    method: str = "auto",
+    exact_max_items: int = EXACT_MAX_ITEMS,
+    cache_dir: Union[str, Path, None] = None,
+) -> HeteroData:
+    r"""Add the modality item-item graphs of equations (9)-(12) to a ``HeteroData``.
+
+    For every modality :math:`m` (item attribute ``x_<m>``) the binary top-:math:`k`
+    cosine graph :math:`\hat{I}^m` is built with
+    :func:`~dhmrec_pyg.nn.knn.knn_graph` and normalised (equation (11)):
+
+    .. math::
+        \tilde{I}^m = (D^{\hat{I}^m})^{-\frac{1}{2}} \hat{I}^m
+        (D^{\hat{I}^m})^{-\frac{1}{2}}
+
+    Reading taken for (11): :math:`D` holds the row degrees of
+    :math:`\hat{I}^m` (the number of neighbours an item keeps, i.e. :math:`k`),
+    as in FREEDOM, so every kept edge weighs :math:`1/k`. The modality-common
+    graph :math:`\tilde{I}^c` is their :math:`\beta`-weighted sum (12, see
+    :func:`common_view_weights` and :func:`mix_item_graphs`).
+
+    Args:
+        data: a dataset with ``data['item'].x_<m>`` features.
+        k: neighbours per item (the paper's 10).
+        beta: weight of the visual-like modality in the common graph (0.1).
+        visual_modality: which modality is visual-like (``None``: by name).
+        include_self: items are among their own neighbours (FREEDOM's choice).
+        method: ``"auto"``, ``"exact"`` or ``"hnsw"`` (see :func:`knn_graph`).
+        exact_max_items: size threshold of ``"auto"``.
+        cache_dir: folder caching the KNN searches; ``None`` disables it.
+
+    Returns:
+        A shallow copy of ``data`` with one edge type
+        ``('item', 'similar_<view>', 'item')`` per modality and one for the
+        view ``common``, each with ``edge_index`` (row 0 neighbour, row 1 item)
+        and ``edge_weight``. ``data`` itself is not modified.
+
+    Raises:
+        ValueError: if ``data`` has no item features, or a modality is named
+            ``common``.
+    """
+    names = sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
+    if not names:
+        raise ValueError(
+            f"build_item_graphs: dataset {getattr(data, 'name', '') or '<unnamed>'!r} has no item "
+            "features (item attributes x_<modality>)"
+        )
+    if COMMON_VIEW in names:
+        raise ValueError(f"a modality may not be named {COMMON_VIEW!r}: that name is the common view's")
+    num_items = int(data["item"].num_nodes)
+    out = data.copy()
+    graphs = []
+    for m in names:
+        edge_index = knn_graph(
+            data["item"][f"x_{m}"], k, include_self=include_self, method=method,
+            exact_max_items=exact_max_items, cache_dir=cache_dir,
+        )
+        edge_weight = sym_norm_weights(edge_index, num_items)
+        graphs.append((edge_index, edge_weight))
+        store = out["item", f"similar_{m}", "item"]
+        store.edge_index, store.edge_weight = edge_index, edge_weight
+    weights = common_view_weights(names, beta, visual_modality)
+    edge_index, edge_weight = mix_item_graphs(graphs, [weights[m] for m in names], num_items)
+    store = out["item", f"similar_{COMMON_VIEW}", "item"]
+    store.edge_index, store.edge_weight = edge_index, edge_weight
+    return out
+
+
+class ItemGraphPropagation(nn.Module):
+    r"""Item-item propagation keeping the last layer, equation (13).
+
+    .. math::
+        \hat{\mathbf{E}}^{(l)}_{i,\tilde{m}} = \tilde{I}^{\tilde{m}}
+        \hat{\mathbf{E}}^{(l-1)}_{i,\tilde{m}}, \qquad
+        \hat{\mathbf{E}}_{i,\tilde{m}} = \hat{\mathbf{E}}^{(l)}_{i,\tilde{m}}
+
+    Reading taken (SPEC.md): the output is the last layer, not a layer mean.
+    With ``num_layers=0`` the input is returned.
+
+    Args:
+        num_layers: number of hops :math:`l`.
+
+    Shapes:
+        - **input:** item features :math:`(|\mathcal{I}|, F)` and an item-item
+          adjacency accepted by :class:`~dhmrec_pyg.nn.LightGCNConv`
+          (``edge_index`` + ``edge_weight``, or a sparse ``adj_t``)
+        - **output:** :math:`(|\mathcal{I}|, F)`
+    """
+
+    def __init__(self, num_layers: int = 1) -> None:
+        super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.num_layers = int(num_layers)
+        self.conv = LightGCNConv()
+
+    def forward(self, x: Tensor, adj, edge_weight: Optional[Tensor] = None) -> Tensor:
+        """Propagate ``num_layers`` hops and return the last."""
+        for _ in range(self.num_layers):
+            x = self.conv(x, adj, edge_weight)
+        return x
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(num_layers={self.num_layers})"
+
+
+def user_item_adjacency(edge_index: Tensor, num_users: int, num_items: int, layout: str = "csr") -> Tensor:
+    r"""The sparse :math:`|\mathcal{U}| \times |\mathcal{I}|` matrix of equation (14).
+
+    Entry :math:`(u, i)` is :math:`1/\sqrt{|\mathcal{N}_u||\mathcal{N}_i|}`
+    for every training interaction; it is the user-item block of the
+    normalised adjacency of equation (7). Feed it to :class:`UserAggregation`.
+
+    Args:
+        edge_index: ``[2, E]`` user and item indices (training interactions).
+        num_users: number of users.
+        num_items: number of items.
+        layout: ``"csr"`` or ``"coo"``.
+    """
+    users, items = edge_index[0], edge_index[1]
+    ones = torch.ones(users.numel(), device=edge_index.device)
+    deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
+    deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
+    weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
+    adj = torch.sparse_coo_tensor(edge_index, weight, (num_users, num_items)).coalesce()
+    if layout == "csr":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            adj = adj.to_sparse_csr()
+    elif layout != "coo":
+        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
+    return adj
+
+
+class UserAggregation(MessagePassing):
+    r"""Users as the normalised aggregate of their items, equation (14).
+
+    .. math::
+        \hat{\mathbf{e}}_{u,\tilde{m}} = \sum_{i \in \mathcal{N}_u}
+        \frac{1}{\sqrt{|\mathcal{N}_u|}\sqrt{|\mathcal{N}_i|}}
+        \hat{\mathbf{e}}_{i,\tilde{m}}
+
+    over the training graph. DHMRec also uses it for the layer-0 user
+    embeddings of the modality views of equation (7) ("initialized by
+    aggregating from interacted items"). Users without a training interaction
+    get zeros.
+
+    The graph is either a sparse :math:`|\mathcal{U}| \times |\mathcal{I}|`
+    matrix from :func:`user_item_adjacency` (fast path), or the raw
+    ``edge_index`` (row 0 users, row 1 items) together with ``num_users``, in
+    which case the weights are computed on the fly.
+
+    Shapes:
+        - **input:** item features :math:`(|\mathcal{I}|, F)` and a sparse
+          :math:`(|\mathcal{U}|, |\mathcal{I}|)` matrix or an edge index
+          :math:`(2, |\mathcal{E}|)`
+        - **output:** user features :math:`(|\mathcal{U}|, F)`
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+
+    def forward(self, x: Tensor, adj, num_users: Optional[int] = None) -> Tensor:
+        """Aggregate item features ``x`` into user features."""
+        if is_torch_sparse(adj) or not isinstance(adj, Tensor):
+            return self.message_and_aggregate(adj, x)
+        if num_users is None:
+            raise ValueError("UserAggregation needs num_users when given an edge_index")
+        users, items = adj[0], adj[1]
+        ones = torch.ones(users.numel(), device=x.device)
+        deg_u = torch.zeros(num_users, device=x.device).scatter_add_(0, users, ones)
+        deg_i = torch.zeros(x.size(0), device=x.device).scatter_add_(0, items, ones)
+        weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
+        flow = torch.stack([items, users])  # messages go item -> user
+        return self.propagate(flow, x=(x, None), edge_weight=weight, size=(x.size(0), num_users))
+
+    def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
+        """Scale each item's features by :math:`1/\\sqrt{|\\mathcal{N}_u||\\mathcal{N}_i|}`."""
+        return edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
+        """Sparse product with the ``[U, I]`` matrix."""
+        return spmm(adj_t, x, reduce=self.aggr)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}()"

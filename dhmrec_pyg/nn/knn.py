@@ -1,0 +1,201 @@
+"""Cosine top-k item-item graphs built with faiss, equations (9)-(10) of the DHMRec paper."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Catalogues larger than this use an approximate (HNSW) index by default.
+EXACT_MAX_ITEMS = 200_000
+_CACHE_FORMAT = 1
+
+
+def _as_float32(x: Union[Tensor, np.ndarray]) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"knn_graph expects a 2-D feature matrix, got shape {x.shape}")
+    return x
+
+
+def _gpu_available(use_gpu: Union[bool, str]) -> bool:
+    import faiss
+
+    if use_gpu is False:
+        return False
+    has = hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "get_num_gpus")
+    try:
+        has = has and faiss.get_num_gpus() > 0
+    except Exception:  # a CPU build may expose the names without working GPUs
+        has = False
+    if use_gpu is True and not has:
+        raise RuntimeError("use_gpu=True but this faiss build exposes no GPU")
+    return has
+
+
+def _search(
+    x: np.ndarray, num: int, method: str, use_gpu: Union[bool, str], hnsw_m: int, ef_search: int
+) -> np.ndarray:
+    """Indices of the ``num`` largest inner products of every row of ``x`` with all rows."""
+    import faiss
+
+    dim = x.shape[1]
+    if method == "exact":
+        index = faiss.IndexFlatIP(dim)
+        if _gpu_available(use_gpu):
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    elif method == "hnsw":
+        # faiss has no GPU HNSW; the graph index runs on the CPU.
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = max(2 * hnsw_m, 80)
+        index.hnsw.efSearch = max(ef_search, 2 * num)
+    else:
+        raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
+    index.add(x)
+    _, labels = index.search(x, num)
+    return labels.astype(np.int64, copy=False)
+
+
+def _cache_key(x: np.ndarray, params: dict) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"format": _CACHE_FORMAT, "shape": list(x.shape), **params}, sort_keys=True).encode())
+    h.update(memoryview(x).cast("B"))
+    return h.hexdigest()
+
+
+def _load_cached(path: Path) -> Optional[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            edges = f["edge_index"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if edges.ndim != 2 or edges.shape[0] != 2 or edges.dtype != np.int64:
+        return None
+    return edges
+
+
+def _save_cached(path: Path, edges: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, edge_index=edges)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only data folder: just skip the cache
+        warnings.warn(f"knn_graph: cannot write the cache {path} ({exc}); continuing without it")
+
+
+def knn_graph(
+    x: Union[Tensor, np.ndarray],
+    k: int = 10,
+    include_self: bool = True,
+    method: str = "auto",
+    exact_max_items: int = EXACT_MAX_ITEMS,
+    use_gpu: Union[bool, str] = "auto",
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    cache_dir: Union[str, Path, None] = None,
+) -> Tensor:
+    r"""Binary cosine top-:math:`k` graph of one modality, equations (9)-(10).
+
+    .. math::
+        I^m_{i,i'} = \frac{(\mathbf{x}^m_i)^\top \mathbf{x}^m_{i'}}
+        {\|\mathbf{x}^m_i\| \|\mathbf{x}^m_{i'}\|} \quad (9), \qquad
+        \hat{I}^m_{i,i'} = \begin{cases} 1 & I^m_{i,i'} \in
+        \text{top-}k(I^m_i) \\ 0 & \text{otherwise} \end{cases} \quad (10)
+
+    Reading taken (SPEC.md): the graph is built on the *raw* modality features,
+    once, before training. Rows are L2-normalised and searched by inner product
+    with faiss, so no items x items matrix is ever formed: an exact
+    ``IndexFlatIP`` (on the GPU when faiss exposes one) up to
+    ``exact_max_items`` items, an approximate ``IndexHNSWFlat`` (inner-product
+    metric) above.
+
+    Each item :math:`i` keeps the :math:`k` entries of row :math:`i` (the graph
+    is directed: :math:`i` aggregates its own neighbours, as in FREEDOM). With
+    ``include_self=True`` (default, FREEDOM's choice, whose top-:math:`k`
+    contains the item itself at similarity 1) the item is always one of the
+    :math:`k` and the other :math:`k-1` are its most similar other items; this
+    is what keeps an item's own embedding in the last item-item layer of
+    equation (13). With ``include_self=False`` the :math:`k` neighbours are
+    other items. Rows of zeros have no defined cosine; they get arbitrary
+    neighbours at similarity 0.
+
+    The result is cached under ``cache_dir`` (when given and writable) in a file
+    named by a hash of the features' bytes and of the parameters, and read
+    back with ``np.load(allow_pickle=False)``.
+
+    Args:
+        x: ``[I, d_m]`` raw item features.
+        k: neighbours per item (capped at the number of items).
+        include_self: whether the item itself is one of its ``k`` neighbours.
+        method: ``"exact"``, ``"hnsw"`` or ``"auto"`` (exact up to
+            ``exact_max_items`` items).
+        exact_max_items: size threshold of ``"auto"``.
+        use_gpu: ``"auto"`` (GPU if faiss has one), ``True`` or ``False``;
+            only the exact index runs on the GPU.
+        hnsw_m: HNSW graph degree.
+        ef_search: HNSW search breadth (raised to at least ``2 (k + 1)``).
+        cache_dir: folder for cached graphs; ``None`` disables caching.
+
+    Returns:
+        ``edge_index`` of shape ``[2, I * k]`` (fewer when an approximate
+        search returns fewer neighbours): row 0 the neighbour :math:`i'`
+        (message source), row 1 the item :math:`i` whose top-:math:`k` holds it
+        (target), sorted by target.
+
+    Shapes:
+        - **input:** :math:`(|\mathcal{I}|, d_m)`
+        - **output:** :math:`(2, k|\mathcal{I}|)`
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if method not in ("auto", "exact", "hnsw"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
+    feats = _as_float32(x)
+    n = feats.shape[0]
+    if method == "auto":
+        method = "exact" if n <= exact_max_items else "hnsw"
+    params = {"k": int(k), "include_self": bool(include_self), "method": method}
+    if method == "hnsw":
+        params.update(hnsw_m=int(hnsw_m), ef_search=int(ef_search))
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"knn-{_cache_key(feats, params)}.npz"
+        cached = _load_cached(path) if path.is_file() else None
+        if cached is not None:
+            return torch.from_numpy(cached)
+
+    import faiss
+
+    others = min(k - 1 if include_self else k, n - 1)
+    normed = feats.copy()
+    faiss.normalize_L2(normed)
+    if others > 0:
+        labels = _search(normed, min(others + 1, n), method, use_gpu, hnsw_m, ef_search)
+        rows = np.arange(n, dtype=np.int64)[:, None]
+        valid = (labels != rows) & (labels >= 0)
+        rank = np.cumsum(valid, axis=1)
+        keep = valid & (rank <= others)
+        targets = np.broadcast_to(rows, labels.shape)[keep]
+        sources = labels[keep]
+    else:
+        targets = sources = np.zeros(0, dtype=np.int64)
+    if include_self:
+        selfs = np.arange(n, dtype=np.int64)
+        targets = np.concatenate([selfs, targets])
+        sources = np.concatenate([selfs, sources])
+    order = np.argsort(targets, kind="stable")
+    edges = np.ascontiguousarray(np.stack([sources[order], targets[order]]), dtype=np.int64)
+    if path is not None:
+        _save_cached(path, edges)
+    return torch.from_numpy(edges)
