@@ -3,17 +3,21 @@ from typing import Dict, Type
 
 from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss, l2_reg
 from dhmrec_pyg.models.bpr import BPRMF, BPRConfig
+from dhmrec_pyg.models.dhmrec import DHMRec, DHMRecConfig
 from dhmrec_pyg.models.lightgcn import LightGCN, LightGCNConfig
 
 #: Registry of model names accepted by ``dhmrec train --model``.
 MODELS: Dict[str, Type[Recommender]] = {
     "bpr": BPRMF,
     "lightgcn": LightGCN,
+    "dhmrec": DHMRec,
 }
 
 __all__ = [
     "BPRMF",
     "BPRConfig",
+    "DHMRec",
+    "DHMRecConfig",
     "LightGCN",
     "LightGCNConfig",
     "MODELS",

@@ -6,10 +6,44 @@ from dhmrec_pyg.nn.graph import (
     sym_norm_weights,
     to_sparse_adjacency,
 )
+from dhmrec_pyg.nn.alignment import interaction_kl
+from dhmrec_pyg.nn.attention import PosNegAttention
+from dhmrec_pyg.nn.disentangle import (
+    DisentangledCodes,
+    ModalityDisentangler,
+    jensen_shannon_divergence,
+    logit_pool,
+    orthogonality_loss,
+)
+from dhmrec_pyg.nn.item_graph import (
+    ItemGraphPropagation,
+    UserAggregation,
+    build_item_graphs,
+    common_view_weights,
+    mix_item_graphs,
+    user_item_adjacency,
+)
+from dhmrec_pyg.nn.knn import knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
+from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 __all__ = [
+    "DisentangledCodes",
+    "ItemGraphPropagation",
+    "ModalityDisentangler",
+    "PosNegAttention",
+    "UserAggregation",
+    "build_item_graphs",
+    "common_view_weights",
+    "degree_sensitive_prune",
+    "interaction_kl",
+    "jensen_shannon_divergence",
+    "knn_graph",
+    "logit_pool",
+    "mix_item_graphs",
+    "orthogonality_loss",
+    "user_item_adjacency",
     "LightGCNConv",
     "LightGCNPropagation",
     "bipartite_to_homogeneous",

@@ -1,6 +1,7 @@
 """Modality item-item graphs and their propagation, equations (11)-(14) of the DHMRec paper."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -142,7 +143,7 @@ def build_item_graphs(
     if COMMON_VIEW in names:
         raise ValueError(f"a modality may not be named {COMMON_VIEW!r}: that name is the common view's")
     num_items = int(data["item"].num_nodes)
-    out = data.copy()
+    out = copy.copy(data)
     graphs = []
     for m in names:
         edge_index = knn_graph(
@@ -216,7 +217,9 @@ def user_item_adjacency(edge_index: Tensor, num_users: int, num_items: int, layo
     deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
     deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
     weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
-    adj = torch.sparse_coo_tensor(edge_index, weight, (num_users, num_items)).coalesce()
+    adj = torch.sparse_coo_tensor(
+        edge_index, weight, (num_users, num_items), check_invariants=False
+    ).coalesce()
     if layout == "csr":
         import warnings
 

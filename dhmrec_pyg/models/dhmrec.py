@@ -1,0 +1,341 @@
+"""DHMRec (Zhan et al., AAAI): multimodal disentanglement and hierarchical fusion for recommendation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.nn.alignment import interaction_kl
+from dhmrec_pyg.nn.attention import ATTENTION_MODES, PosNegAttention
+from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
+from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
+from dhmrec_pyg.nn.item_graph import (
+    COMMON_VIEW,
+    ItemGraphPropagation,
+    UserAggregation,
+    build_item_graphs,
+    user_item_adjacency,
+)
+from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
+from dhmrec_pyg.nn.propagation import LightGCNPropagation
+from dhmrec_pyg.nn.pruning import degree_sensitive_prune
+
+FUSIONS = ("attention", "mean")
+
+
+@dataclass
+class DHMRecConfig(ModelConfig):
+    """DHMRec hyper-parameters (paper defaults; SPEC.md for the ones it leaves open).
+
+    Attributes:
+        embedding_dim: :math:`d_k` (64).
+        reg_weight: :math:`\\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`).
+        num_ui_layers: user-item propagation hops :math:`L` (not in the paper;
+            FREEDOM's 2).
+        num_ii_layers: item-item hops :math:`l` (not in the paper; FREEDOM's 1).
+        knn_k: neighbours per item in the item-item graphs (10).
+        beta: weight of the visual-like modality in the common item-item graph (0.1).
+        visual_modality: which modality is visual-like; empty: guessed by name.
+        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM).
+        knn_exact_max_items: above this many items the KNN search is approximate.
+        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` next
+            to the data when the ``HeteroData`` records its ``folder``; ``""``
+            or ``"none"``: no cache.
+        keep_ratio: share of edges the ID view keeps each epoch (degree-sensitive
+            pruning; FREEDOM's ``dropout`` 0.8 is 0.2 here).
+        alpha_mm: :math:`\\alpha_{mm}` of equation (22) (0.8, the paper's Baby value).
+        gamma_dis: weight of JSD + orthogonality losses (0.1).
+        gamma_kl: weight of the KL alignment (1.0).
+        disentangle: ``False`` is the *w/o DIS* ablation.
+        fusion: ``"attention"`` or ``"mean"`` (the *w/o AF* ablation).
+        attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
+        kl_align: ``False`` is the *w/o KL* ablation.
+        item_graphs: ``False`` is the *w/o II* ablation.
+        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
+    """
+
+    embedding_dim: int = 64
+    reg_weight: float = 1e-4
+    num_ui_layers: int = 2
+    num_ii_layers: int = 1
+    knn_k: int = 10
+    beta: float = 0.1
+    visual_modality: str = ""
+    knn_self_loops: bool = True
+    knn_exact_max_items: int = EXACT_MAX_ITEMS
+    knn_cache_dir: str = "auto"
+    keep_ratio: float = 0.2
+    alpha_mm: float = 0.8
+    gamma_dis: float = 0.1
+    gamma_kl: float = 1.0
+    disentangle: bool = True
+    fusion: str = "attention"
+    attention: str = "posneg"
+    kl_align: bool = True
+    item_graphs: bool = True
+    sparse_layout: str = "csr"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        for name in ("embedding_dim", "knn_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_ui_layers", "num_ii_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def gamma_reg(self) -> float:
+        """:math:`\\gamma_{reg}` of equation (25), stored as ``reg_weight``."""
+        return self.reg_weight
+
+
+class DHMRecOutput(NamedTuple):
+    """Everything one forward pass of :class:`DHMRec` computes.
+
+    Attributes:
+        user: ``[U, d]`` final user embeddings (equation (22)).
+        item: ``[I, d]`` final item embeddings.
+        user_id, item_id: the ID view (LightGCN, equations (7)-(8)).
+        user_mm, item_mm: the fused multimodal embeddings :math:`\\tilde{\\mathbf{E}}_{mm}`.
+        views: per view (``common`` then the modalities), the ``[U + I, d]``
+            graph-encoded embeddings :math:`\\hat{\\mathbf{E}}_{\\tilde{m}}`.
+        codes: the disentangler's output (codes and losses).
+    """
+
+    user: Tensor
+    item: Tensor
+    user_id: Tensor
+    item_id: Tensor
+    user_mm: Tensor
+    item_mm: Tensor
+    views: List[Tensor]
+    codes: DisentangledCodes
+
+
+def _feature_names(data: HeteroData) -> List[str]:
+    return sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
+
+
+def _resolve_cache_dir(setting: str, data: HeteroData) -> Optional[Path]:
+    if setting.lower() in ("", "none"):
+        return None
+    if setting == "auto":
+        folder = getattr(data, "folder", None)
+        return Path(folder) / "knn_cache" if folder else None
+    return Path(setting)
+
+
+class DHMRec(Recommender):
+    r"""DHMRec: collaboration-guided multimodal disentanglement and hierarchical fusion.
+
+    Zhan et al., *DHMRec: Collaboration-Guided Multimodal Disentanglement and
+    Hierarchical Fusion for Recommendation*, AAAI. One forward pass:
+
+    1. :class:`~dhmrec_pyg.nn.disentangle.ModalityDisentangler` turns every
+       modality's features into a gated specific code and a logit-pooled common
+       code (equations (1)-(6)).
+    2. User-item views (equations (7)-(8), :class:`~dhmrec_pyg.nn.LightGCNPropagation`):
+       the ID view propagates the ID embeddings over the degree-pruned graph
+       (:func:`~dhmrec_pyg.nn.pruning.degree_sensitive_prune`, resampled in
+       :meth:`on_epoch_start`; the full graph in ``eval()`` mode); the common
+       view and one view per modality propagate the codes over the full training
+       graph, users starting from :class:`~dhmrec_pyg.nn.item_graph.UserAggregation`
+       of their items' codes.
+    3. Item-item views (equations (9)-(14)): each modality view's items are
+       propagated over that modality's KNN graph, the common view's over the
+       :math:`\beta`-mixed graph, keeping the last layer; users are re-aggregated
+       from their items (14).
+    4. Fusion: :class:`~dhmrec_pyg.nn.attention.PosNegAttention` (15)-(19),
+       then the final embeddings
+
+    .. math::
+        \dot{\mathbf{E}} = \mathbf{E}_{id} + \alpha_{mm}\tilde{\mathbf{E}}_{mm} \;\; (22),
+        \qquad \hat{y}_{ui} = \dot{\mathbf{e}}_u^\top \dot{\mathbf{e}}_i \;\; (23)
+
+    and the objective, per mini-batch :math:`B` of BPR triplets,
+
+    .. math::
+        \mathcal{L} = \mathcal{L}_{BPR} + \gamma_{dis}\big(\mathcal{L}_{JSD}
+        + \textstyle\sum_m \mathcal{L}_{orth_m}\big) + \gamma_{kl}\mathcal{L}_{KL}
+        + \gamma_{reg}\frac{1}{|B|}\big\|\dot{\mathbf{E}}_B\big\|_2^2 \;\; (25)
+
+    with :func:`~dhmrec_pyg.models.base.bpr_loss` (24) and
+    :func:`~dhmrec_pyg.nn.alignment.interaction_kl` (20)-(21) over the batch's
+    distinct users. Reading taken for (25) (SPEC.md): :math:`\|\theta\|^2` is the
+    squared L2 norm of the batch's final user, positive and negative item
+    embeddings divided by the batch size. The disentanglement losses are taken
+    over all items (the codes of all items are computed anyway).
+
+    All modalities of the data (item attributes ``x_<m>``) are used; any number
+    :math:`\geq 1` works. Items without training interactions still get
+    multimodal embeddings from their features (through their codes and the
+    item-item graphs), so they can be recommended.
+
+    Ablations (the paper's Table 2): ``disentangle=False`` (w/o DIS),
+    ``fusion="mean"`` (w/o AF: the views are averaged), ``attention="standard"``
+    (w/o PNF), ``kl_align=False`` (w/o KL), ``item_graphs=False`` (w/o II: the
+    user-item views are used directly).
+
+    Args:
+        data: the training graph with item features.
+        config: a :class:`DHMRecConfig`.
+
+    Raises:
+        ValueError: if ``data`` has no item features.
+    """
+
+    config_class = DHMRecConfig
+
+    def __init__(self, data: HeteroData, config: DHMRecConfig) -> None:
+        super().__init__(data, config)
+        self.modalities = _feature_names(data)
+        if not self.modalities:
+            name = getattr(data, "name", "") or "<unnamed>"
+            raise ValueError(
+                f"model 'dhmrec' needs item features, but dataset {name!r} has none "
+                "(no *_feat.npy files / item attributes x_<modality>); use a feature-free model "
+                "such as 'lightgcn' or 'bpr' instead"
+            )
+        self.view_names = [COMMON_VIEW] + self.modalities
+        d = config.embedding_dim
+        num_u, num_i = self.num_users, self.num_items
+        for m in self.modalities:
+            x = data["item"][f"x_{m}"]
+            if x.dim() != 2 or x.size(0) != num_i:
+                raise ValueError(f"item feature x_{m} must have shape [{num_i}, d_m], got {tuple(x.shape)}")
+            self.register_buffer(f"x_{m}", x.float(), persistent=False)
+
+        self.user_emb = nn.Embedding(num_u, d)
+        self.item_emb = nn.Embedding(num_i, d)
+        self.disentangler = ModalityDisentangler(
+            [int(data["item"][f"x_{m}"].size(1)) for m in self.modalities], d, config.disentangle
+        )
+        self.ui_propagation = LightGCNPropagation(config.num_ui_layers)
+        self.user_aggregation = UserAggregation()
+        self.ii_propagation = ItemGraphPropagation(config.num_ii_layers)
+        self.fusion = (
+            PosNegAttention(d, len(self.view_names), mode=config.attention)
+            if config.fusion == "attention"
+            else None
+        )
+
+        edge_index = data[EDGE].edge_index
+        self._train_edges = edge_index.cpu()
+        layout = config.sparse_layout
+        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout))
+        self.register_adjacency("adj_ui", user_item_adjacency(edge_index, num_u, num_i, layout=layout))
+        if config.keep_ratio < 1.0:
+            self._resample_pruned(torch.Generator().manual_seed(0))
+        if config.item_graphs:
+            graphs = build_item_graphs(
+                data, k=config.knn_k, beta=config.beta, visual_modality=config.visual_modality or None,
+                include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
+                cache_dir=_resolve_cache_dir(config.knn_cache_dir, data),
+            )
+            for view in self.view_names:
+                store = graphs["item", f"similar_{view}", "item"]
+                adj = to_sparse_adjacency(store.edge_index, store.edge_weight, num_i, layout=layout)
+                self.register_adjacency(f"ii_adj_{view}", adj)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-initialise the embeddings; reset every sub-module."""
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.disentangler.reset_parameters()
+        if self.fusion is not None:
+            self.fusion.reset_parameters()
+
+    def _resample_pruned(self, generator: torch.Generator) -> None:
+        kept = degree_sensitive_prune(
+            self._train_edges, self.num_users, self.num_items, self.config.keep_ratio, generator
+        )
+        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
+        device = self.user_emb.weight.device
+        if device.type != "cpu":
+            adj = adj.to(device)
+            adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
+        self.register_adjacency("adj_pruned", adj)
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        """Resample the degree-pruned graph of the ID view."""
+        if self.config.keep_ratio < 1.0:
+            self._resample_pruned(generator)
+
+    def forward(self) -> DHMRecOutput:
+        """All embeddings of one pass (training mode: ID view on the pruned graph)."""
+        cfg = self.config
+        num_u = self.num_users
+        features = [getattr(self, f"x_{m}") for m in self.modalities]
+        codes = self.disentangler(features, self.item_emb.weight)
+
+        adj_id = self.adj_pruned if self.training and cfg.keep_ratio < 1.0 else self.adj
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        e_id = self.ui_propagation(ego, adj_id)
+
+        views = []
+        for name, item_code in zip(self.view_names, [codes.common] + list(codes.specific)):
+            user0 = self.user_aggregation(item_code, self.adj_ui)
+            e = self.ui_propagation(torch.cat([user0, item_code]), self.adj)
+            if cfg.item_graphs:
+                items = self.ii_propagation(e[num_u:], getattr(self, f"ii_adj_{name}"))
+                e = torch.cat([self.user_aggregation(items, self.adj_ui), items])
+            views.append(e)
+
+        e_mm = self.fusion(views) if self.fusion is not None else torch.stack(views).mean(0)
+        final = e_id + cfg.alpha_mm * e_mm
+        return DHMRecOutput(
+            user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
+            user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=views, codes=codes,
+        )
+
+    def embeddings(self) -> Tuple[Tensor, Tensor]:
+        """Final user and item embeddings (equation (22))."""
+        out = self.forward()
+        return out.user, out.item
+
+    def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
+        """The objective of equation (25) and its terms.
+
+        Keys: ``loss`` (total), ``bpr``, ``reg``, and, when their component is
+        on, ``jsd`` and ``orth`` (disentanglement) and ``kl`` (alignment).
+        """
+        cfg = self.config
+        out = self.forward()
+        u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
+        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        reg = l2_reg(u, p, n)
+        terms: Dict[str, Tensor] = {"bpr": bpr, "reg": reg}
+        total = bpr + cfg.reg_weight * reg
+        if cfg.disentangle:
+            orth = torch.stack(out.codes.orth).sum()
+            terms.update(jsd=out.codes.jsd, orth=orth)
+            total = total + cfg.gamma_dis * (out.codes.jsd + orth)
+        if cfg.kl_align:
+            batch_users = torch.unique(users)
+            kl = interaction_kl(out.user_mm[batch_users], out.item_mm, out.user_id[batch_users], out.item_id)
+            terms["kl"] = kl
+            total = total + cfg.gamma_kl * kl
+        return {"loss": total, **terms}
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"{self.__class__.__name__}(users={self.num_users}, items={self.num_items}, "
+            f"modalities={self.modalities}, dim={cfg.embedding_dim}, fusion={cfg.fusion!r}, "
+            f"attention={cfg.attention!r}, disentangle={cfg.disentangle}, kl_align={cfg.kl_align}, "
+            f"item_graphs={cfg.item_graphs})"
+        )

@@ -1,0 +1,90 @@
+"""Equations (9)-(10): faiss top-k cosine graphs vs brute force, approximate recall, caching."""
+import numpy as np
+import pytest
+import torch
+
+import dhmrec_pyg.nn.knn as knn_mod
+from dhmrec_pyg.nn import knn_graph
+
+
+def brute_force_neighbours(x: np.ndarray, k: int, include_self: bool) -> list:
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T  # fine for a test-sized catalogue
+    out = []
+    for i in range(len(x)):
+        order = [j for j in np.argsort(-sim[i], kind="stable") if j != i]
+        others = order[: k - 1] if include_self else order[:k]
+        out.append(set(others) | ({i} if include_self else set()))
+    return out
+
+
+def neighbour_sets(edge_index: torch.Tensor, n: int) -> list:
+    sets = [set() for _ in range(n)]
+    for src, dst in edge_index.t().tolist():
+        sets[dst].add(src)
+    return sets
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_exact_matches_brute_force(include_self):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)).astype(np.float32) * rng.uniform(0.1, 10, (60, 1)).astype(np.float32)
+    k = 5
+    edge_index = knn_graph(torch.from_numpy(x), k, include_self=include_self, method="exact")
+    assert edge_index.shape == (2, 60 * k)
+    assert (edge_index[1][1:] >= edge_index[1][:-1]).all()  # sorted by target item
+    assert neighbour_sets(edge_index, 60) == brute_force_neighbours(x, k, include_self)
+
+
+def test_k_larger_than_catalogue_is_capped():
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    edge_index = knn_graph(x, 10, include_self=True)
+    assert edge_index.shape == (2, 16)
+    assert knn_graph(x, 10, include_self=False).shape == (2, 12)
+
+
+def test_approximate_index_has_high_recall():
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((40, 16))
+    x = (centers[rng.integers(0, 40, 1500)] + 0.5 * rng.standard_normal((1500, 16))).astype(np.float32)
+    exact = neighbour_sets(knn_graph(x, 10, method="exact"), 1500)
+    approx_ei = knn_graph(x, 10, method="auto", exact_max_items=1000)  # above threshold -> HNSW
+    approx = neighbour_sets(approx_ei, 1500)
+    recall = sum(len(a & e) for a, e in zip(approx, exact)) / sum(len(e) for e in exact)
+    assert recall > 0.95
+
+
+def test_cache_roundtrip_and_key(tmp_path, monkeypatch):
+    x = np.random.default_rng(3).standard_normal((30, 4)).astype(np.float32)
+    first = knn_graph(x, 4, cache_dir=tmp_path)
+    files = list(tmp_path.glob("knn-*.npz"))
+    assert len(files) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("searched although the graph was cached")
+
+    monkeypatch.setattr(knn_mod, "_search", fail)
+    assert torch.equal(knn_graph(x, 4, cache_dir=tmp_path), first)
+    monkeypatch.undo()
+    knn_graph(x, 3, cache_dir=tmp_path)  # other parameters, other key
+    knn_graph(x + 1, 4, cache_dir=tmp_path)  # other features, other key
+    assert len(list(tmp_path.glob("knn-*.npz"))) == 3
+
+
+def test_unwritable_cache_is_skipped(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    x = np.random.default_rng(4).standard_normal((10, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="cannot write the cache"):
+        out = knn_graph(x, 3, cache_dir=blocker / "sub")
+    assert torch.equal(out, knn_graph(x, 3))
+
+
+def test_bad_arguments():
+    x = np.zeros((5, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="k must be"):
+        knn_graph(x, 0)
+    with pytest.raises(ValueError, match="method"):
+        knn_graph(x, 2, method="ivf")
+    with pytest.raises(ValueError, match="2-D"):
+        knn_graph(np.zeros(5, dtype=np.float32), 2)
