@@ -1,0 +1,174 @@
+"""The DHMRec model: equations (22)-(25), ablation switches, gradients, training through the Trainer."""
+import copy
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dhmrec_pyg.data import make_synthetic
+from dhmrec_pyg.models import MODELS, DHMRec, DHMRecConfig, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.nn import LightGCNPropagation, interaction_kl
+from dhmrec_pyg.training import Trainer, TrainConfig
+from dhmrec_pyg.training.config import apply_overrides
+
+COLD_ITEM = 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = make_synthetic("tiny", seed=0, n_users=60, n_items=40, n_interactions=600)
+    store = d[EDGE]
+    keep = store.edge_index[1] != COLD_ITEM  # an item with features but no training interaction
+    store.edge_index = store.edge_index[:, keep]
+    return d
+
+
+def build(data, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return DHMRec(data, DHMRecConfig(embedding_dim=8, knn_k=4, knn_cache_dir="none", **overrides))
+
+
+def batch(data, seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    ei = data[EDGE].edge_index
+    idx = torch.randint(0, ei.size(1), (size,), generator=g)
+    return ei[0, idx], ei[1, idx], torch.randint(0, int(data["item"].num_nodes), (size,), generator=g)
+
+
+def test_registered_and_configurable():
+    assert MODELS["dhmrec"] is DHMRec
+    _, cfg = apply_overrides(TrainConfig(), {}, DHMRecConfig, ["fusion=mean", "reg_weight=0.01"])
+    assert cfg.fusion == "mean" and cfg.gamma_reg == 0.01
+    for bad in ({"fusion": "sum"}, {"attention": "neg"}, {"keep_ratio": 0.0}, {"beta": 2.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DHMRecConfig(**bad)
+
+
+def test_every_parameter_gets_a_gradient(data):
+    model = build(data)
+    model.loss(*batch(data))["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_loss_is_equation_25_and_fusion_is_equation_22(data):
+    model = build(data, gamma_dis=0.3, gamma_kl=0.7, reg_weight=0.01, alpha_mm=0.5)
+    users, pos, neg = batch(data)
+    terms = model.loss(users, pos, neg)
+    out = model()
+    assert_close(out.user, out.user_id + 0.5 * out.user_mm)
+    assert_close(out.item, out.item_id + 0.5 * out.item_mm)
+    u, p, n = out.user[users], out.item[pos], out.item[neg]
+    assert_close(terms["bpr"], bpr_loss((u * p).sum(-1), (u * n).sum(-1)))
+    assert_close(terms["reg"], l2_reg(u, p, n))
+    bu = torch.unique(users)
+    assert_close(terms["kl"], interaction_kl(out.user_mm[bu], out.item_mm, out.user_id[bu], out.item_id))
+    assert_close(terms["orth"], sum(out.codes.orth))
+    expected = terms["bpr"] + 0.3 * (terms["jsd"] + terms["orth"]) + 0.7 * terms["kl"] + 0.01 * terms["reg"]
+    assert_close(terms["loss"], expected)
+
+
+def test_id_view_pruned_in_training_full_in_eval(data):
+    model = build(data)
+    ei = data[EDGE].edge_index
+    nnz = model.adj_pruned._nnz()
+    assert nnz == 2 * round(0.2 * ei.size(1))
+    model.on_epoch_start(1, torch.Generator().manual_seed(5))
+    assert model.adj_pruned._nnz() == nnz
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight])
+    prop = LightGCNPropagation(2)
+    model.eval()
+    with torch.no_grad():
+        out = model()
+        assert_close(torch.cat([out.user_id, out.item_id]), prop(ego, model.adj))
+        model.train()
+        assert_close(torch.cat([model().user_id, model().item_id]), prop(ego, model.adj_pruned))
+    full = build(data, keep_ratio=1.0)
+    assert not hasattr(full, "adj_pruned")
+
+
+def test_cold_start_items_get_multimodal_embeddings(data):
+    model = build(data).eval()
+    with torch.no_grad():
+        out = model()
+    assert torch.isfinite(out.item).all()
+    assert out.item_mm[COLD_ITEM].abs().sum() > 0
+    assert not torch.allclose(out.item[COLD_ITEM], out.item_id[COLD_ITEM])
+
+
+def views_and_id(model):
+    with torch.no_grad():
+        out = model.eval()()
+    return out
+
+
+@pytest.mark.parametrize(
+    "switch", [{"kl_align": False}, {"fusion": "mean"}, {"attention": "standard"}, {"item_graphs": False},
+               {"disentangle": False}],
+)
+def test_ablation_switch_changes_only_its_part(data, switch):
+    base, ablated = build(data), build(data, **switch)
+    with torch.no_grad():  # alpha_neg starts at 0, where pos-neg equals standard attention
+        base.fusion.alpha_neg.fill_(0.5)
+    ablated.load_state_dict(base.state_dict(), strict=False)  # same values for the shared parameters
+    ob, oa = views_and_id(base), views_and_id(ablated)
+    assert_close(oa.user_id, ob.user_id)  # the ID view never changes
+    assert_close(oa.item_id, ob.item_id)
+    terms = ablated.loss(*batch(data))
+    key = next(iter(switch))
+    if key == "kl_align":
+        assert "kl" not in terms
+        assert_close(oa.item, ob.item)
+        assert_close(oa.user, ob.user)
+    elif key in ("fusion", "attention"):
+        for va, vb in zip(oa.views, ob.views):
+            assert_close(va, vb)
+        assert not torch.allclose(oa.item_mm, ob.item_mm)
+        if key == "fusion":
+            assert ablated.fusion is None
+            assert_close(torch.cat([oa.user_mm, oa.item_mm]), torch.stack(oa.views).mean(0))
+        else:
+            assert not hasattr(ablated.fusion, "alpha_pos")
+    elif key == "item_graphs":
+        assert not any(name.startswith("ii_adj_") for name, _ in ablated.named_buffers())
+        codes = [ob.codes.common] + list(ob.codes.specific)
+        for view, code in zip(oa.views, codes):
+            user0 = ablated.user_aggregation(code, ablated.adj_ui)
+            assert_close(view, ablated.ui_propagation(torch.cat([user0, code]), ablated.adj))
+    else:
+        assert "jsd" not in terms and "orth" not in terms
+        assert not hasattr(ablated.disentangler, "gates")
+        feats = [getattr(ablated, f"x_{m}") for m in ablated.modalities]
+        zs = [proj(x) for proj, x in zip(ablated.disentangler.projections, feats)]
+        for got, want in zip(oa.codes.specific, zs):
+            assert_close(got, want)
+
+
+@pytest.mark.parametrize("mods", [{"image": 6}, {"image": 6, "text": 5, "audio": 4}])
+def test_any_number_of_modalities(mods):
+    d = make_synthetic("tiny", seed=1, n_users=40, n_items=30, n_interactions=250, modalities=mods)
+    model = build(d)
+    assert len(model.view_names) == len(mods) + 1
+    terms = model.loss(*batch(d))
+    assert all(torch.isfinite(v) for v in terms.values())
+    if len(mods) == 1:
+        assert float(terms["jsd"]) == 0.0
+
+
+def test_dataset_without_features_is_a_clear_error(data):
+    bare = copy.copy(data)
+    for m in ("image", "text"):
+        del bare["item"][f"x_{m}"]
+    with pytest.raises(ValueError, match="'dhmrec' needs item features.*synthetic-tiny"):
+        build(bare)
+
+
+def test_trains_two_epochs_through_the_trainer(data):
+    model = build(data)
+    cfg = TrainConfig(model="dhmrec", epochs=2, batch_size=256, progress=False, device="cpu", ks=[10, 20])
+    before = model.item_emb.weight.detach().clone()
+    result = Trainer(model, data, cfg).fit()
+    assert not torch.equal(before, model.item_emb.weight)
+    assert 0.0 <= result["test"]["recall@20"] <= 1.0
+    assert repr(model).startswith("DHMRec(users=60, items=40")
