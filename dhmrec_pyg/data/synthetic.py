@@ -9,9 +9,10 @@ Generative model (all draws from one ``numpy.random.Generator`` seeded by ``seed
   Lomax(``activity_shape``) weights, of the remaining interactions, capped at ``max_degree_fraction``
   of the catalogue and at ``max_degree``; they sum exactly to ``n_interactions``;
 * each user picks ``d_u`` distinct items without replacement with propensity
-  ``exp(affinity * p_u.q_i / sqrt(k) + log-popularity_i)`` (Gumbel-top-k; for large catalogues over
-  a per-user candidate set drawn from a popularity/uniform mixture with the proposal divided out,
-  so that no users x items matrix is ever formed);
+  ``exp(affinity * p_u.q_i / sqrt(k) + log-popularity_i)`` (Gumbel-top-k: exact over all items for
+  catalogues up to 4,096 items, in bounded chunks of users; above that, over a per-user candidate set
+  of max(256, 16 d_u) draws from a popularity/uniform mixture with the proposal divided out, so
+  that no users x items matrix is ever formed);
 * each modality ``m`` of width ``d_m`` is a noisy random linear view of the item factors:
   ``X_m = Q A_m + private_scale_m * R_m B_m + noise_m * E`` with ``A_m``, ``B_m`` random projections,
   ``R_m`` private per-item factors and ``E`` white noise, so features carry the taste signal;
@@ -50,6 +51,9 @@ _PREFIX = "synthetic-"
 _PARAMS_FILE = "synthetic.json"
 _FORMAT = 1
 _CHUNK_ELEMS = 1 << 19  # bound on the elements of any per-chunk users x candidates array
+_AFFINITY_ELEMS = 1 << 22  # bound on the elements of a per-chunk users x items affinity block
+_EXACT_ITEMS = 4096  # catalogues up to this size are sampled exactly (all items scored)
+_MIN_CANDIDATES = 256  # per-user candidate set size (at least 16x the degree) for large catalogues
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ class SyntheticProfile:
     n_interactions: int
     modalities: dict[str, int] = field(default_factory=lambda: {"image": 64, "text": 32})
     latent_dim: int = 16
-    affinity: float = 2.5
-    popularity_exponent: float = 1.2
+    affinity: float = 4.0
+    popularity_exponent: float = 0.8
     min_degree: int = 5
     activity_shape: float = 1.5
     max_degree_fraction: float = 0.25
@@ -170,6 +174,17 @@ def _degrees(rng: np.random.Generator, p: SyntheticProfile) -> np.ndarray:
     return deg
 
 
+def _gumbel(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard Gumbel noise in float32."""
+    g = rng.random(shape, dtype=np.float32)
+    np.maximum(g, np.float32(1e-38), out=g)
+    np.log(g, out=g)
+    np.negative(g, out=g)
+    np.log(g, out=g)
+    np.negative(g, out=g)
+    return g
+
+
 def _sample_items(
     rng: np.random.Generator, p: SyntheticProfile, deg: np.ndarray, uf: np.ndarray, itf: np.ndarray, logpop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,28 +205,31 @@ def _sample_items(
     start = 0
     while start < order.size:
         dmax = int(deg[order[start]])
-        width = max(64, 4 * dmax)
-        full = width * 2 >= n_items
+        width = max(_MIN_CANDIDATES, 16 * dmax)
+        full = n_items <= _EXACT_ITEMS or width * 2 >= n_items
         width = n_items if full else width
-        rows = max(1, _CHUNK_ELEMS // width)
+        rows = max(1, (_AFFINITY_ELEMS // n_items) if full else (_CHUNK_ELEMS // width))
         chunk = order[start : start + rows]
         # Degrees grow within `order`: shrink the chunk to users whose degree fits this width.
         if not full:
-            chunk = chunk[deg[chunk] * 4 <= width]
+            chunk = chunk[deg[chunk] * 16 <= width]
         start += chunk.size
         d = deg[chunk]
         if full:
             cand = np.broadcast_to(np.arange(n_items), (chunk.size, n_items))
-            score = uf[chunk] @ itf.T * scale + logpop32
+            score = uf[chunk] @ itf.T  # [chunk, n_items], at most _AFFINITY_ELEMS elements
+            score *= scale
+            score += logpop32
         else:
-            cand = np.searchsorted(cdf, rng.random((chunk.size, width)), side="right")
-            cand = np.minimum(cand, n_items - 1)
-            cand.sort(axis=1)
+            # Sorted uniforms give sorted candidates (duplicates adjacent) and a faster search.
+            uni = rng.random((chunk.size, width))
+            uni.sort(axis=1)
+            cand = np.minimum(np.searchsorted(cdf, uni, side="right"), n_items - 1)
             score = np.einsum("bk,bwk->bw", uf[chunk], itf[cand]) * scale + (logpop32 - log_q)[cand]
             dup = np.zeros(cand.shape, dtype=bool)
             dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
             score[dup] = -np.inf
-        score = score + rng.gumbel(size=score.shape).astype(np.float32)
+        score += _gumbel(rng, score.shape)
         kmax = int(d.max())
         top = np.argpartition(-score, kmax - 1, axis=1)[:, :kmax]
         top_score = np.take_along_axis(score, top, axis=1)
@@ -228,7 +246,7 @@ def _sample_items(
         items_out.append(np.take_along_axis(np.asarray(cand)[r], top[r, c][:, None], axis=1)[:, 0])
     # Rare users whose candidate set had too few distinct items: exact sampling over all items.
     for u in redo:
-        s = uf[u] @ itf.T * scale + logpop32 + rng.gumbel(size=n_items).astype(np.float32)
+        s = uf[u] @ itf.T * scale + logpop32 + _gumbel(rng, (n_items,))
         items = np.argsort(-s, kind="stable")[: deg[u]]
         users_out.append(np.full(items.size, u, dtype=np.int64))
         items_out.append(items)
