@@ -249,6 +249,10 @@ class UserAggregation(MessagePassing):
     ``edge_index`` (row 0 users, row 1 items) together with ``num_users``, in
     which case the weights are computed on the fly.
 
+    Args:
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
     Shapes:
         - **input:** item features :math:`(|\mathcal{I}|, F)` and a sparse
           :math:`(|\mathcal{U}|, |\mathcal{I}|)` matrix or an edge index

@@ -49,10 +49,12 @@ def _search(
     import faiss
 
     dim = x.shape[1]
+    resources = None  # GPU resources must outlive the search
     if method == "exact":
         index = faiss.IndexFlatIP(dim)
         if _gpu_available(use_gpu):
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, 0, index)
     elif method == "hnsw":
         # faiss has no GPU HNSW; the graph index runs on the CPU.
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -62,6 +64,7 @@ def _search(
         raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
     index.add(x)
     _, labels = index.search(x, num)
+    del index, resources
     return labels.astype(np.int64, copy=False)
 
 
