@@ -10,13 +10,22 @@ from typing import Any, Callable
 import torch
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], object], mode: str = "wb") -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it.
+
+    The file gets the usual permissions (``0o666`` minus the umask), not the
+    private ones of a temporary file.
 
     Args:
         path: destination.
         write: called with the open temporary file object.
-        mode: ``"w"`` for text, ``"wb"`` for bytes.
+        mode: ``"wb"`` for bytes (default), ``"w"`` for text.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -25,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w"
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -34,7 +44,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w"
 
 def write_text(path: str | Path, text: str) -> None:
     """Atomically write a text file."""
-    atomic_write(path, lambda fh: fh.write(text))
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -44,7 +54,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def save_tensors(path: str | Path, obj: Any) -> None:
     """Atomically ``torch.save`` an object made of tensors and plain containers."""
-    atomic_write(path, lambda fh: torch.save(obj, fh), mode="wb")
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_tensors(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

@@ -20,6 +20,20 @@ _CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v1"
 _HASH_CONTENT_LIMIT = 8 * 2**20  # raw files up to 8 MiB are fingerprinted by content
 
 
+def _writable(folder: Path) -> bool:
+    """Whether we may write in ``folder``.
+
+    ``os.access`` says yes to root even for a folder without write bits (as
+    ``../shared/data`` is laid out), so the mode bits are checked as well: a
+    folder marked read-only is left untouched, whoever runs the code.
+    """
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & 0o222) and os.access(folder, os.W_OK)
+
+
 def _fingerprint(paths: list[Path]) -> str:
     """Hash of the raw files: names and sizes, plus contents (small files) or mtimes (large ones)."""
     h = hashlib.sha256(_CACHE_FORMAT.encode())
@@ -171,11 +185,13 @@ class MMRecDataset(InMemoryDataset):
         self._fresh = data
         self.processed_now = True
         target = Path(self.processed_paths[0])
+        if not _writable(Path(self.raw_dir)):
+            return  # read-only dataset folder: no cache, and nothing written there
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
-            return  # read-only folder: no cache
-        if not os.access(target.parent, os.W_OK):
+            return
+        if not _writable(target.parent):
             return
         try:
             atomic_write(target, lambda f: torch.save(_to_plain(data), f))

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
+from ..io import atomic_write
 from .errors import DataError
 
 __all__ = [
@@ -447,29 +446,6 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> HeteroData:
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same folder, which then
-    replaces ``path`` with :func:`os.replace` (permissions ``0o666`` minus the umask)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _column_strings(values: np.ndarray) -> list[str]:
     if values.dtype.kind in "iub":
         return values.astype(np.int64).astype(str).tolist()
