@@ -107,7 +107,12 @@ def build_dataclass(cls: type, values: Dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"unknown {where} option {unknown[0]!r}; known options: {', '.join(sorted(types))}"
         )
-    return cls(**{k: coerce(v, types[k], k) for k, v in values.items()})
+    try:
+        return cls(**{k: coerce(v, types[k], k) for k, v in values.items()})
+    except (ValueError, TypeError) as exc:  # a dataclass's own validation (__post_init__)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where} option: {exc}") from None
 
 
 def split_overrides(pairs: List[str]) -> List[Tuple[str, str]]:
