@@ -130,3 +130,38 @@ def run_grid(
         report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data)
     dio.write_json(out_dir / "grid.json", report)
     return report
+
+
+def load_run(run_folder: str | Path, device: Optional[str] = None):
+    """Rebuild a saved run: its config, its dataset and its model with the best weights.
+
+    Args:
+        run_folder: a folder written by ``dhmrec train`` (``config.yaml`` and ``best.pt``).
+        device: override the run's device (``"cpu"``, ``"cuda"``...).
+
+    Returns:
+        ``(train_config, model_config, model, data)``; the model is in eval mode.
+    """
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import build_dataclass, load_yaml_config
+    from dhmrec_pyg.training.trainer import build_model, resolve_device
+
+    run = Path(run_folder)
+    if not run.is_dir():
+        raise ConfigError(f"{run}: no such run folder")
+    for name in ("config.yaml", "best.pt"):
+        if not (run / name).is_file():
+            raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
+    raw = load_yaml_config(run / "config.yaml")
+    cfg = build_dataclass(TrainConfig, raw["train"], "training")
+    if device is not None:
+        cfg = replace(cfg, device=device)
+    if cfg.model not in MODELS:
+        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
+    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+    data = load_data(cfg)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, data, model_cfg)
+    model.load_state_dict(dio.load_tensors(run / "best.pt"))
+    model.to(resolve_device(cfg.device)).eval()
+    return cfg, model_cfg, model, data
