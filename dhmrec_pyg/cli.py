@@ -1,8 +1,9 @@
-"""Command line: ``dhmrec train`` and ``dhmrec evaluate``."""
+"""Command line: ``dhmrec train`` (and ``--resume``) and ``dhmrec evaluate``."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -27,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         help="train a model and evaluate it (default: LightGCN on the built-in demo data)",
         description="Train a model with BPR, validate every epoch, early-stop on validation "
         "Recall@20, and report test metrics at the best validation epoch. Writes a run folder "
-        "with config.yaml, history.csv, metrics.json and best.pt.",
+        "with config.yaml, history.csv, metrics.json, best.pt and checkpoint.pt (written after "
+        "every epoch; continue a killed or interrupted run with --resume RUN_FOLDER).",
     )
     train.add_argument("--model", choices=sorted(MODELS), default=None,
                        help=f"model to train (default: {DEFAULT_MODEL})")
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="run folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--overwrite", action="store_true",
                        help="allow writing into a run folder that already holds results")
+    train.add_argument("--resume", default=None, metavar="RUN_FOLDER",
+                       help="continue the run in RUN_FOLDER from its last checkpoint, with the "
+                       "run's own config.yaml (only --quiet and --device may be given with it); "
+                       "on the CPU the result is identical to an uninterrupted run")
     train.add_argument("--config", default=None,
                        help="YAML file with 'train:' and 'model:' sections; command-line options win")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -106,18 +112,91 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], typ
     return cfg, dict(base["model"]), config_class, list(args.sets)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file is in the way (expected a folder)")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out}: folder already holds a run; pass --overwrite to replace it")
+def _check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and prove it writable (mode bits too: root ignores them)."""
+    def writable(path: Path) -> bool:
+        return bool(path.stat().st_mode & 0o222) and os.access(path, os.W_OK)
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        existing = next(p for p in [folder, *folder.parents] if p.exists())
+        if not writable(existing):
+            raise PermissionError(13, "Permission denied")
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"--out {out}: not writable ({exc.strerror})") from None
+        raise ConfigError(f"{option} {folder}: not writable ({exc.strerror or exc})") from None
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """One-line errors, before any work, for a run folder that cannot take a new run."""
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--out {out}: a file is in the way ({parent} is not a folder)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out}: folder already holds a run; pass --resume {out} to continue it "
+            "or --overwrite to replace it"
+        )
+    _check_writable(out, "--out")
+
+
+#: ``dhmrec train`` options that define a run; ``--resume`` takes them from the run's config.yaml.
+_RUN_DEFINING = ("model", "dataset", "data_root", "epochs", "seed", "seeds", "out", "config")
+
+
+def _check_resume(args: argparse.Namespace) -> Path:
+    """Validate ``--resume RUN_FOLDER`` and the options given with it."""
+    given = [f"--{k.replace('_', '-')}" for k in _RUN_DEFINING if getattr(args, k) is not None]
+    given += ["--set"] * bool(args.sets) + ["--grid"] * bool(args.grid) + ["--overwrite"] * args.overwrite
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with its own config.yaml; it cannot be combined with {given[0]}"
+        )
+    run = Path(args.resume)
+    if not run.exists():
+        raise ConfigError(f"--resume {run}: no such run folder")
+    if not run.is_dir():
+        raise ConfigError(f"--resume {run}: a file is in the way (expected a run folder)")
+    if not (run / "config.yaml").is_file():
+        hint = (" (a --seeds/--grid folder: resume its seed_*/grid_* runs one by one)"
+                if any(run.glob("seed_*")) or any(run.glob("grid_*")) else "")
+        raise ConfigError(f"--resume {run}: no config.yaml, not a run folder written by 'dhmrec train'{hint}")
+    _check_writable(run, "--resume")
+    return run
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``dhmrec train --resume RUN_FOLDER``."""
+    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME
+    from dhmrec_pyg.training.config import build_dataclass
+    from dhmrec_pyg.training.run import load_data
+    from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
+
+    run = _check_resume(args)
+    raw = load_yaml_config(run / "config.yaml")
+    train_values = dict(raw["train"])
+    if args.quiet:
+        train_values["progress"] = False
+    if args.device is not None:
+        train_values["device"] = args.device
+    cfg = build_dataclass(TrainConfig, train_values, "training")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
+    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+    if not (run / CHECKPOINT_NAME).is_file():
+        print(f"{run}: no checkpoint yet (stopped before its first epoch ended); starting it over",
+              file=sys.stderr)
+    if cfg.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    data = load_data(cfg)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, data, model_cfg)
+    _print_result(Trainer(model, data, cfg, run, model_cfg).fit(resume=True), run)
+    return 0
 
 
 def _print_result(result: Dict[str, Any], out: Path) -> None:
@@ -136,6 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``dhmrec train``."""
     from dhmrec_pyg.training.run import parse_grid, run_grid, run_once, run_seeds
 
+    if args.resume is not None:
+        return _resume(args)
     cfg, model_values, config_class, sets = _resolve(args)
     cfg, model_cfg = apply_overrides(cfg, model_values, config_class, sets)
     seeds = _parse_seeds(args.seeds) if args.seeds else []
@@ -208,11 +289,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     from dhmrec_pyg.data import DataError
+    from dhmrec_pyg.training.checkpoint import CheckpointError
+    from dhmrec_pyg.training.trainer import NonFiniteLossError, TrainingInterrupted
 
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         return _fail(str(exc))
+    except NonFiniteLossError as exc:
+        print(f"dhmrec: error: {exc}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"dhmrec: {exc}", file=sys.stderr)
+        print(f"resume with: dhmrec train --resume {exc.run_dir}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

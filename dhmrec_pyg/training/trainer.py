@@ -1,17 +1,28 @@
-"""The training loop: BPR mini-batches, per-epoch validation, early stopping."""
+"""The training loop: BPR mini-batches, per-epoch validation, early stopping, exact resume.
+
+With a run folder, the trainer writes ``checkpoint.pt`` atomically after every
+epoch (see :mod:`dhmrec_pyg.training.checkpoint`), keeps the best epoch's
+weights in ``best.pt``, and ``Trainer.fit(resume=True)`` continues a run from
+its checkpoint with exactly the metrics and history of an uninterrupted run
+(on the CPU). Ctrl-C (SIGINT) finishes the current mini-batch, writes a
+checkpoint and raises :class:`TrainingInterrupted`; a NaN or infinite loss
+term raises :class:`NonFiniteLossError` and leaves the last checkpoint alone.
+"""
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
-import json
+import itertools
 import math
 import random
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,13 +32,55 @@ from tqdm.auto import tqdm
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.models import MODELS, Recommender
 from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.training.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    config_digest,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator
 from dhmrec_pyg.training.sampler import BPRSampler
 
 
+#: Files of a run folder that a fresh (not resumed) run replaces.
+RUN_FILES = ("config.yaml", "history.csv", "metrics.json", "best.pt", CHECKPOINT_NAME)
+
+
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the message names epoch, batch and term."""
+    """A loss term became NaN or infinite; the message names epoch, batch and term.
+
+    Raised before the optimizer step, so the weights stay finite, and nothing is
+    written: the last checkpoint on disk (from the previous epoch) stays intact.
+
+    Attributes:
+        epoch: the epoch (0-based).
+        batch: the mini-batch of that epoch (0-based).
+        term: the name of the loss term (a key of the model's ``loss`` dict).
+    """
+
+    def __init__(self, message: str, epoch: int = -1, batch: int = -1, term: str = "") -> None:
+        super().__init__(message)
+        self.epoch, self.batch, self.term = epoch, batch, term
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGINT (Ctrl-C) after writing a checkpoint.
+
+    Attributes:
+        run_dir: the run folder, to pass to ``dhmrec train --resume``.
+        epoch: the epoch the checkpoint continues (0-based).
+        batch: mini-batches of that epoch already trained.
+    """
+
+    def __init__(self, run_dir: Path, epoch: int, batch: int) -> None:
+        where = f"epoch {epoch}, batch {batch}" if batch else f"the start of epoch {epoch}"
+        super().__init__(
+            f"interrupted: checkpoint written at {where} ({Path(run_dir) / CHECKPOINT_NAME})"
+        )
+        self.run_dir, self.epoch, self.batch = Path(run_dir), epoch, batch
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -84,11 +137,18 @@ def evaluate_model(model: Recommender, evaluator: FullRankingEvaluator) -> Dict[
 class Trainer:
     """Fits a model with BPR, validates every epoch, keeps the best epoch.
 
+    With ``out_dir``, the run folder receives ``config.yaml``, ``history.csv``
+    (after every epoch), ``best.pt`` (the best epoch's weights, whenever the
+    validation metric improves), ``checkpoint.pt`` (after every epoch, and on
+    Ctrl-C after the current mini-batch) and ``metrics.json`` (at the end). All
+    writes are atomic. ``fit(resume=True)`` continues from ``checkpoint.pt``.
+
     Args:
         model: a :class:`~dhmrec_pyg.models.Recommender`.
         data: the dataset (training edges, validation and test edges).
         cfg: the training configuration.
-        out_dir: run folder; ``None`` keeps everything in memory.
+        out_dir: run folder; ``None`` keeps everything in memory (no checkpoints,
+            and Ctrl-C raises ``KeyboardInterrupt`` as usual).
         model_config: the model's config, written to ``config.yaml``.
     """
 
@@ -116,66 +176,225 @@ class Trainer:
             )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.history: List[Dict[str, float]] = []
+        self.config_text = dump_config(cfg, self.model_config)
+        # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
+        self._config_sha256 = config_digest(
+            dump_config(dataclasses.replace(cfg, progress=True, device="auto"), self.model_config)
+        )
+        self._interrupt = False
+        self._epoch = 0
+        self._early: Dict[str, Any] = {"best_value": -math.inf, "best_epoch": -1, "best_valid": {}, "stale": 0}
+        self._best_state: Optional[Dict[str, torch.Tensor]] = None
 
-    def _train_epoch(self, epoch: int, generator: torch.Generator) -> Dict[str, float]:
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        """``out_dir/checkpoint.pt``, or ``None`` without a run folder."""
+        return None if self.out_dir is None else self.out_dir / CHECKPOINT_NAME
+
+    def _checkpoint_state(
+        self, epoch: int, batch: int, epoch_generator_state: torch.Tensor, partial: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        return {
+            "config_sha256": self._config_sha256,
+            "epoch": int(epoch),
+            "batch": int(batch),
+            "epoch_generator_state": epoch_generator_state.clone(),
+            "partial": partial,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng_state(),
+            "early_stopping": dict(self._early),
+            "best_model": self._best_state,
+            "history": [dict(r) for r in self.history],
+        }
+
+    def _save_checkpoint(
+        self, epoch: int, batch: int, epoch_generator_state: torch.Tensor, partial: Optional[Dict[str, Any]] = None
+    ) -> None:
+        path = self.checkpoint_path
+        if path is None:
+            return
+        partial = partial if partial is not None else {"sums": {}, "n": 0, "train_seconds": 0.0}
+        save_checkpoint(path, self._checkpoint_state(epoch, batch, epoch_generator_state, partial))
+
+    def _restore(self, ck: Dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.history = [dict(r) for r in ck["history"]]
+        self._early = dict(ck["early_stopping"])
+        self._best_state = ck["best_model"]
+        self._epoch = int(ck["epoch"])
+
+    def _start_fresh(self) -> None:
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # a stale checkpoint must never be resumed with a new config
+            (self.out_dir / name).unlink(missing_ok=True)
+        dio.write_text(self.out_dir / "config.yaml", self.config_text)
+
+    # ------------------------------------------------------------------ Ctrl-C
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupt:  # second Ctrl-C: stop at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._interrupt = True
+        print("\ndhmrec: interrupt received: finishing the current batch and writing a checkpoint "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def request_stop(self) -> None:
+        """Ask the running :meth:`fit` to stop as Ctrl-C does (after the current batch)."""
+        self._interrupt = True
+
+    # ------------------------------------------------------------------ training
+    def _train_epoch(
+        self, epoch: int, generator: torch.Generator, resume_point: Optional[Dict[str, Any]] = None
+    ) -> Tuple[Dict[str, float], float]:
+        """One epoch; with ``resume_point`` (a mid-epoch checkpoint), continue that epoch.
+
+        Returns:
+            Mean loss terms over the epoch's batches, and the epoch's training seconds.
+        """
+        epoch_state = generator.get_state()
         self.model.train()
         self.model.on_epoch_start(epoch, generator)
+        batches: Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = self.sampler.epoch(generator)
         sums: Dict[str, float] = {}
-        n = 0
-        for batch_idx, (u, p, ng) in enumerate(self.sampler.epoch(generator)):
+        n, seconds, skip = 0, 0.0, 0
+        if resume_point is not None:
+            partial = resume_point["partial"]
+            sums = {k: float(v) for k, v in partial["sums"].items()}
+            n, seconds, skip = int(partial["n"]), float(partial["train_seconds"]), int(resume_point["batch"])
+            for _ in itertools.islice(batches, skip):  # the sampler draws the whole epoch up front
+                pass
+            restore_rng_state(resume_point["rng"])
+        start = time.perf_counter()
+        for batch_idx, (u, p, ng) in enumerate(batches, start=skip):
             u, p, ng = u.to(self.device), p.to(self.device), ng.to(self.device)
             terms = self.model.loss(u, p, ng)
-            for name, value in terms.items():
-                if not torch.isfinite(value).all():
-                    raise NonFiniteLossError(
-                        f"loss term {name!r} is {float(value)} at epoch {epoch}, batch {batch_idx}; "
-                        "training stopped (the best checkpoint on disk is intact)"
-                    )
+            bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+            if bad:
+                # Name the component that broke, not the total it spoiled.
+                name = next((b for b in bad if b != "loss"), bad[0])
+                value = float(terms[name].detach().float().sum())
+                also = [b for b in bad if b != name]
+                others = f" (also non-finite: {', '.join(map(repr, also))})" if also else ""
+                raise NonFiniteLossError(
+                    f"loss term {name!r} is {value} at epoch {epoch}, batch {batch_idx}{others}; "
+                    f"training stopped{self._intact_note(epoch)}",
+                    epoch, batch_idx, name,
+                )
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             n += 1
-        return {name: value / max(n, 1) for name, value in sums.items()}
+            if self._interrupt and self.out_dir is not None:
+                partial = {"sums": dict(sums), "n": n,
+                           "train_seconds": seconds + time.perf_counter() - start}
+                self._save_checkpoint(epoch, batch_idx + 1, epoch_state, partial)
+                raise TrainingInterrupted(self.out_dir, epoch, batch_idx + 1)
+        seconds += time.perf_counter() - start
+        return {name: value / max(n, 1) for name, value in sums.items()}, seconds
 
-    def fit(self) -> Dict[str, Any]:
-        """Train until early stopping or ``cfg.epochs``; return ``metrics.json``'s content."""
+    def _intact_note(self, epoch: int) -> str:
+        if self.out_dir is None:
+            return ""
+        path = self.checkpoint_path
+        assert path is not None
+        if path.is_file():
+            return f"; the last good checkpoint {path} (from before epoch {epoch}) is intact"
+        return "; no checkpoint was written yet (the failure came in the first epoch)"
+
+    def fit(self, resume: bool = False) -> Dict[str, Any]:
+        """Train until early stopping or ``cfg.epochs``; return ``metrics.json``'s content.
+
+        Args:
+            resume: continue from ``out_dir/checkpoint.pt`` (model, optimizer, RNG
+                states, sampler position, early-stopping state, history). Without a
+                checkpoint there (a run killed before its first epoch ended) the run
+                starts from the beginning, keeping the folder's ``config.yaml``.
+
+        Raises:
+            CheckpointError: the checkpoint is unreadable or belongs to another config.
+            NonFiniteLossError: a loss term became NaN or infinite.
+            TrainingInterrupted: Ctrl-C (or :meth:`request_stop`); a checkpoint was written.
+        """
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.seed)
+        resume_point: Optional[Dict[str, Any]] = None
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            dio.write_text(self.out_dir / "config.yaml", dump_config(cfg, self.model_config))
-        best_value, best_epoch, best_state = -math.inf, -1, None
-        best_valid: Dict[str, float] = {}
-        stale = 0
-        bar = tqdm(range(cfg.epochs), desc=f"{cfg.model}", disable=not cfg.progress, file=sys.stderr)
-        for epoch in bar:
+            path = self.checkpoint_path
+            assert path is not None
+            if resume and path.is_file():
+                ck = load_checkpoint(path, self._config_sha256)
+                self._restore(ck)
+                generator.set_state(ck["epoch_generator_state"])
+                if int(ck["batch"]) > 0:
+                    resume_point = ck
+                else:
+                    restore_rng_state(ck["rng"])
+            elif resume:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                for name in RUN_FILES[1:]:
+                    (self.out_dir / name).unlink(missing_ok=True)
+                if not (self.out_dir / "config.yaml").is_file():
+                    dio.write_text(self.out_dir / "config.yaml", self.config_text)
+            else:
+                self._start_fresh()
+        handler_installed = False
+        previous_handler: Any = None
+        if self.out_dir is not None and threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            handler_installed = True
+        try:
+            self._run_epochs(generator, resume_point)
+        finally:
+            if handler_installed:
+                signal.signal(signal.SIGINT, previous_handler)
+        return self._finish()
+
+    def _run_epochs(self, generator: torch.Generator, resume_point: Optional[Dict[str, Any]]) -> None:
+        cfg = self.cfg
+        early = self._early
+        bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=f"{cfg.model}", disable=not cfg.progress,
+                   file=sys.stderr)
+        while self._epoch < cfg.epochs and early["stale"] < cfg.patience:
+            epoch = self._epoch
+            losses, train_seconds = self._train_epoch(epoch, generator, resume_point)
+            resume_point = None
             start = time.perf_counter()
-            losses = self._train_epoch(epoch, generator)
-            train_seconds = time.perf_counter() - start
             valid = evaluate_model(self.model, self.evaluators["val"])
             value = valid[cfg.valid_metric]
             row = {"epoch": epoch, **losses, "train_seconds": train_seconds,
-                   "eval_seconds": time.perf_counter() - start - train_seconds}
+                   "eval_seconds": time.perf_counter() - start}
             row.update({f"valid_{k}": v for k, v in valid.items() if k.endswith("@20") or k.endswith("@10")})
             self.history.append(row)
-            if value > best_value:
-                best_value, best_epoch, best_valid, stale = value, epoch, valid, 0
-                best_state = copy.deepcopy(self.model.state_dict())
+            if value > early["best_value"]:
+                early.update(best_value=value, best_epoch=epoch, best_valid=dict(valid), stale=0)
+                self._best_state = copy.deepcopy(self.model.state_dict())
                 if self.out_dir is not None:
-                    dio.save_tensors(self.out_dir / "best.pt", best_state)
+                    dio.save_tensors(self.out_dir / "best.pt", self._best_state)
             else:
-                stale += 1
+                early["stale"] += 1
+            self._epoch = epoch + 1
             if self.out_dir is not None:
                 self._write_history()
+                self._save_checkpoint(self._epoch, 0, generator.get_state())
+            bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", **{cfg.valid_metric: f"{value:.4f}"},
-                            best=f"{best_value:.4f}@{best_epoch}")
-            if stale >= cfg.patience:
-                break
+                            best=f"{early['best_value']:.4f}@{early['best_epoch']}")
+            more = self._epoch < cfg.epochs and early["stale"] < cfg.patience
+            if self._interrupt and self.out_dir is not None and more:
+                bar.close()
+                raise TrainingInterrupted(self.out_dir, self._epoch, 0)
         bar.close()
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+
+    def _finish(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
         # Test is read once, at the epoch chosen on validation.
         test = evaluate_model(self.model, self.evaluators["test"])
         seconds = [r["train_seconds"] for r in self.history]
@@ -183,10 +402,10 @@ class Trainer:
             "model": cfg.model,
             "dataset": cfg.dataset,
             "seed": cfg.seed,
-            "best_epoch": best_epoch,
+            "best_epoch": self._early["best_epoch"],
             "epochs_run": len(self.history),
             "valid_metric": cfg.valid_metric,
-            "valid": best_valid,
+            "valid": self._early["best_valid"],
             "test": test,
             "seconds_per_epoch": float(np.mean(seconds)) if seconds else 0.0,
             "eval_seconds": float(np.mean([r["eval_seconds"] for r in self.history])) if seconds else 0.0,
