@@ -16,7 +16,7 @@ from .io import EDGE_TYPE, atomic_write, check_known_statistics, find_mmrec_file
 
 __all__ = ["MMRecDataset", "load_dataset"]
 
-_CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v1"
+_CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v2"
 _HASH_CONTENT_LIMIT = 8 * 2**20  # raw files up to 8 MiB are fingerprinted by content
 
 
@@ -60,12 +60,37 @@ def _check_plain_name(name: str, what: str = "dataset name") -> None:
         raise DataError(f"{what} {name!r} must be a plain folder name (no path separators, not '.' or '..')")
 
 
-def _to_plain(data: HeteroData) -> dict:
-    """The graph as a dict of tensors, ints and strings (loadable with ``weights_only=True``)."""
+def _payload_sha256(obj: dict) -> str:
+    """SHA-256 over a cache dict's entries (names, dtypes, shapes and bytes), ``checksum`` excluded."""
+    h = hashlib.sha256()
+
+    def feed(name: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value):
+                feed(f"{name}/{k}", value[k])
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"\0{name}\0{type(value).__name__}\0{value!r}".encode())
+
+    for key in sorted(k for k in obj if k != "checksum"):
+        feed(key, obj[key])
+    return h.hexdigest()
+
+
+def _to_plain(data: HeteroData, key: str = "") -> dict:
+    """The graph as a dict of tensors, ints and strings (loadable with ``weights_only=True``).
+
+    ``key`` is the fingerprint of the raw files the graph was built from; ``checksum``
+    is :func:`_payload_sha256` of everything else, so that a corrupted file is detected.
+    """
     store = data[EDGE_TYPE]
     item = data["item"]
-    return {
+    obj = {
         "format": _CACHE_FORMAT,
+        "key": key,
         "name": str(data.name),
         "num_users": int(data["user"].num_nodes),
         "num_items": int(item.num_nodes),
@@ -74,12 +99,19 @@ def _to_plain(data: HeteroData) -> dict:
         "test_edge_index": store.test_edge_index,
         "features": {k[2:]: item[k] for k in item.keys() if k.startswith("x_")},
     }
+    obj["checksum"] = _payload_sha256(obj)
+    return obj
 
 
-def _from_plain(obj: object, path: Path) -> HeteroData:
-    keys = {"format", "name", "num_users", "num_items", "edge_index", "val_edge_index", "test_edge_index", "features"}
+def _from_plain(obj: object, path: Path, key: str | None = None) -> HeteroData:
+    keys = {"format", "key", "checksum", "name", "num_users", "num_items", "edge_index", "val_edge_index",
+            "test_edge_index", "features"}
     if not isinstance(obj, dict) or obj.get("format") != _CACHE_FORMAT or set(obj) != keys:
         raise DataError(f"{path}: not a {_CACHE_FORMAT} cache file")
+    if key is not None and obj["key"] != key:
+        raise DataError(f"{path}: stale cache (built from other raw files: key {obj['key']!r}, expected {key!r})")
+    if not isinstance(obj["features"], dict) or obj["checksum"] != _payload_sha256(obj):
+        raise DataError(f"{path}: cache checksum mismatch (the file is corrupted)")
     data = HeteroData()
     data.name = obj["name"]
     data["user"].num_nodes = int(obj["num_users"])
@@ -105,6 +137,10 @@ class MMRecDataset(InMemoryDataset):
     contains a fingerprint of the raw files (names, sizes, and contents for files up to 8 MiB or
     modification times for larger ones), so that changing the raw folder triggers re-processing.
     If the folder is not writable the graph is built in memory on every construction instead.
+
+    The cache file also records that fingerprint and a SHA-256 checksum of its contents; a cache
+    whose fingerprint does not match the raw files (stale) or whose checksum does not match its
+    contents (corrupted) is reported with a warning and rebuilt, never used.
 
     The cache is a plain dict of tensors written with :func:`torch.save` and read back with
     ``torch.load(weights_only=True)`` and no fallback: unlike PyG's own ``InMemoryDataset.save`` /
@@ -194,7 +230,7 @@ class MMRecDataset(InMemoryDataset):
         if not _writable(target.parent):
             return
         try:
-            atomic_write(target, lambda f: torch.save(_to_plain(data), f))
+            atomic_write(target, lambda f: torch.save(_to_plain(data, self._key), f))
         except OSError as e:
             warnings.warn(f"{target}: could not write the processed cache ({e})", stacklevel=2)
             return
@@ -208,7 +244,7 @@ class MMRecDataset(InMemoryDataset):
     def _load_cache(self, path: Path) -> HeteroData:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-            return _from_plain(obj, path)
+            return _from_plain(obj, path, self._key)
         except Exception as e:  # corrupt or foreign cache: rebuild it
             warnings.warn(f"{path}: unreadable processed cache ({e}); rebuilding it", stacklevel=3)
             self.process()

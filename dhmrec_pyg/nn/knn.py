@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -13,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dhmrec_pyg.io import atomic_write
+
 #: Catalogues larger than this use an approximate (HNSW) index by default.
 EXACT_MAX_ITEMS = 200_000
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 def _as_float32(x: Union[Tensor, np.ndarray]) -> np.ndarray:
@@ -75,24 +75,34 @@ def _cache_key(x: np.ndarray, params: dict) -> str:
     return h.hexdigest()
 
 
-def _load_cached(path: Path) -> Optional[np.ndarray]:
+def _edges_sha256(key: str, edges: np.ndarray) -> str:
+    h = hashlib.sha256(f"{key}\0{edges.dtype}\0{edges.shape}\0".encode())
+    h.update(np.ascontiguousarray(edges).tobytes())
+    return h.hexdigest()
+
+
+def _load_cached(path: Path, key: str) -> Optional[np.ndarray]:
+    """The cached graph, or ``None`` (with a warning) if the file is stale, malformed or corrupted."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            edges = f["edge_index"]
-    except (OSError, KeyError, ValueError):
+            edges, stored_key, checksum = f["edge_index"], str(f["key"]), str(f["checksum"])
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, ...
+        warnings.warn(f"knn_graph: unreadable cache {path} ({type(exc).__name__}); rebuilding it")
         return None
-    if edges.ndim != 2 or edges.shape[0] != 2 or edges.dtype != np.int64:
+    if stored_key != key:
+        warnings.warn(f"knn_graph: stale cache {path} (built for other features or parameters); rebuilding it")
+        return None
+    if edges.ndim != 2 or edges.shape[0] != 2 or edges.dtype != np.int64 or checksum != _edges_sha256(key, edges):
+        warnings.warn(f"knn_graph: corrupted cache {path} (checksum mismatch); rebuilding it")
         return None
     return edges
 
 
-def _save_cached(path: Path, edges: np.ndarray) -> None:
+def _save_cached(path: Path, key: str, edges: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, edge_index=edges)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, edge_index=edges, key=np.array(key),
+                                              checksum=np.array(_edges_sha256(key, edges))))
     except OSError as exc:  # a read-only data folder: just skip the cache
         warnings.warn(f"knn_graph: cannot write the cache {path} ({exc}); continuing without it")
 
@@ -135,7 +145,9 @@ def knn_graph(
 
     The result is cached under ``cache_dir`` (when given and writable) in a file
     named by a hash of the features' bytes and of the parameters, and read
-    back with ``np.load(allow_pickle=False)``.
+    back with ``np.load(allow_pickle=False)``. The file also stores that hash
+    and a SHA-256 checksum of the edges: a stale, truncated or corrupted cache
+    is reported with a warning and rebuilt, never used.
 
     Args:
         x: ``[I, d_m]`` raw item features.
@@ -171,10 +183,11 @@ def knn_graph(
     params = {"k": int(k), "include_self": bool(include_self), "method": method}
     if method == "hnsw":
         params.update(hnsw_m=int(hnsw_m), ef_search=int(ef_search))
-    path = None
+    path, key = None, ""
     if cache_dir is not None:
-        path = Path(cache_dir) / f"knn-{_cache_key(feats, params)}.npz"
-        cached = _load_cached(path) if path.is_file() else None
+        key = _cache_key(feats, params)
+        path = Path(cache_dir) / f"knn-{key}.npz"
+        cached = _load_cached(path, key) if path.is_file() else None
         if cached is not None:
             return torch.from_numpy(cached)
 
@@ -200,5 +213,5 @@ def knn_graph(
     order = np.argsort(targets, kind="stable")
     edges = np.ascontiguousarray(np.stack([sources[order], targets[order]]), dtype=np.int64)
     if path is not None:
-        _save_cached(path, edges)
+        _save_cached(path, key, edges)
     return torch.from_numpy(edges)
