@@ -76,7 +76,8 @@ def find_mmrec_files(folder: str | Path, name: str | None = None) -> tuple[Path,
         ``(inter_path, [(modality, feat_path), ...])`` with modalities sorted by name.
 
     Raises:
-        DataError: if the folder or the interaction file is missing, or a modality name is invalid.
+        DataError: if the folder or the interaction file is missing, a modality name is invalid, or
+            ``name`` is not a plain file name (it may not lead outside ``folder``).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -85,6 +86,11 @@ def find_mmrec_files(folder: str | Path, name: str | None = None) -> tuple[Path,
         raise DataError(f"{folder}: expected a dataset folder, found a file")
     inters = sorted(p for p in folder.glob("*.inter") if p.is_file())
     if name is not None:
+        if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\0", os.sep)):
+            raise DataError(
+                f"{folder}: dataset name {name!r} must be a plain file name (the .inter file's stem, "
+                "no path separators), so that it cannot point outside the folder"
+            )
         inter = folder / f"{name}.inter"
         if not inter.is_file():
             found = ", ".join(p.name for p in inters) or "none"
