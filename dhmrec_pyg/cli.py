@@ -169,7 +169,7 @@ def _check_resume(args: argparse.Namespace) -> Path:
 
 def _resume(args: argparse.Namespace) -> int:
     """``dhmrec train --resume RUN_FOLDER``."""
-    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME
+    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from dhmrec_pyg.training.config import build_dataclass
     from dhmrec_pyg.training.run import load_data
     from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
@@ -185,7 +185,9 @@ def _resume(args: argparse.Namespace) -> int:
     if cfg.model not in MODELS:
         raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
     model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
-    if not (run / CHECKPOINT_NAME).is_file():
+    if (run / CHECKPOINT_NAME).is_file():
+        load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
+    else:
         print(f"{run}: no checkpoint yet (stopped before its first epoch ended); starting it over",
               file=sys.stderr)
     if cfg.num_threads > 0:
@@ -302,6 +304,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TrainingInterrupted as exc:
         print(f"dhmrec: {exc}", file=sys.stderr)
         print(f"resume with: dhmrec train --resume {exc.run_dir}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        print("\ndhmrec: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,16 +1,25 @@
 """Sampling, evaluation, the training loop and experiment drivers."""
+from dhmrec_pyg.training.checkpoint import CheckpointError
 from dhmrec_pyg.training.config import ConfigError, TrainConfig
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator, evaluation_users
 from dhmrec_pyg.training.sampler import BPRSampler
-from dhmrec_pyg.training.trainer import NonFiniteLossError, Trainer, build_model, evaluate_model
+from dhmrec_pyg.training.trainer import (
+    NonFiniteLossError,
+    Trainer,
+    TrainingInterrupted,
+    build_model,
+    evaluate_model,
+)
 
 __all__ = [
     "BPRSampler",
+    "CheckpointError",
     "ConfigError",
     "FullRankingEvaluator",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "build_model",
     "evaluate_model",
     "evaluation_users",

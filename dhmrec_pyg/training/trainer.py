@@ -357,9 +357,16 @@ class Trainer:
 
     def _run_epochs(self, generator: torch.Generator, resume_point: Optional[Dict[str, Any]]) -> None:
         cfg = self.cfg
-        early = self._early
         bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=f"{cfg.model}", disable=not cfg.progress,
                    file=sys.stderr)
+        try:
+            self._epoch_loop(generator, resume_point, bar)
+        finally:
+            bar.close()
+
+    def _epoch_loop(self, generator: torch.Generator, resume_point: Optional[Dict[str, Any]], bar: Any) -> None:
+        cfg = self.cfg
+        early = self._early
         while self._epoch < cfg.epochs and early["stale"] < cfg.patience:
             epoch = self._epoch
             losses, train_seconds = self._train_epoch(epoch, generator, resume_point)
@@ -387,9 +394,7 @@ class Trainer:
                             best=f"{early['best_value']:.4f}@{early['best_epoch']}")
             more = self._epoch < cfg.epochs and early["stale"] < cfg.patience
             if self._interrupt and self.out_dir is not None and more:
-                bar.close()
                 raise TrainingInterrupted(self.out_dir, self._epoch, 0)
-        bar.close()
 
     def _finish(self) -> Dict[str, Any]:
         cfg = self.cfg
