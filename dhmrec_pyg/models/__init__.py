@@ -4,6 +4,8 @@ from typing import Dict, Type
 from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss, l2_reg
 from dhmrec_pyg.models.bpr import BPRMF, BPRConfig
 from dhmrec_pyg.models.dhmrec import DHMRec, DHMRecConfig
+from dhmrec_pyg.models.freedom import FREEDOM, FREEDOMConfig
+from dhmrec_pyg.models.lgmrec import LGMRec, LGMRecConfig
 from dhmrec_pyg.models.lightgcn import LightGCN, LightGCNConfig
 
 #: Registry of model names accepted by ``dhmrec train --model``.
@@ -11,6 +13,8 @@ MODELS: Dict[str, Type[Recommender]] = {
     "bpr": BPRMF,
     "lightgcn": LightGCN,
     "dhmrec": DHMRec,
+    "freedom": FREEDOM,
+    "lgmrec": LGMRec,
 }
 
 __all__ = [
@@ -18,6 +22,10 @@ __all__ = [
     "BPRConfig",
     "DHMRec",
     "DHMRecConfig",
+    "FREEDOM",
+    "FREEDOMConfig",
+    "LGMRec",
+    "LGMRecConfig",
     "LightGCN",
     "LightGCNConfig",
     "MODELS",

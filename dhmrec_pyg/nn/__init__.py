@@ -23,6 +23,7 @@ from dhmrec_pyg.nn.item_graph import (
     mix_item_graphs,
     user_item_adjacency,
 )
+from dhmrec_pyg.nn.hypergraph import HyperedgeMembership, HyperedgePropagation, info_nce
 from dhmrec_pyg.nn.knn import knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
@@ -30,6 +31,8 @@ from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 __all__ = [
     "DisentangledCodes",
+    "HyperedgeMembership",
+    "HyperedgePropagation",
     "ItemGraphPropagation",
     "ModalityDisentangler",
     "PosNegAttention",
@@ -37,6 +40,7 @@ __all__ = [
     "build_item_graphs",
     "common_view_weights",
     "degree_sensitive_prune",
+    "info_nce",
     "interaction_kl",
     "jensen_shannon_divergence",
     "knn_graph",
