@@ -68,6 +68,60 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_folder", help="a folder written by 'dhmrec train'")
     ev.add_argument("--split", choices=["val", "test", "both"], default="both",
                     help="which split to evaluate (default: both)")
+
+    rec = sub.add_parser("recommend", help="write top-K recommendations of a saved run",
+                         description="Score all items for each user with the run's best checkpoint, "
+                         "exclude the user's training items, and write the top K (user, rank, item, "
+                         "score) as CSV or Parquet. Items known only through their features can be "
+                         "recommended when the model has a multimodal branch.")
+    rec.add_argument("run_folder", help="a folder written by 'dhmrec train'")
+    rec.add_argument("--k", type=int, default=20, help="items per user (default: 20)")
+    rec.add_argument("--users", default=None,
+                     help="file with one user id per line (default: all users)")
+    rec.add_argument("--output", default=None,
+                     help="output .csv or .parquet (default: RUN_FOLDER/recommendations_top<K>.csv)")
+    rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
+                     help="search a faiss inner-product index instead of a dense score matrix "
+                     "(auto: for catalogues of 100,000 items or more)")
+
+    pl = sub.add_parser("plot", help="draw a run's figures as PNG files",
+                        description="Learning curves (loss, validation Recall@20); for DHMRec, t-SNE "
+                        "maps of item embeddings (paper Fig. 7, 8); for a grid folder, Recall@20 "
+                        "against alpha_mm (Fig. 4) and the gamma_dis x gamma_kl heat map (Fig. 5). "
+                        "Needs the 'plot' extra.")
+    pl.add_argument("run_folder", help="a run or grid folder written by 'dhmrec train'")
+    pl.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_FOLDER/plots)")
+    pl.add_argument("--tsne-sample", type=int, default=1000,
+                    help="items drawn for the t-SNE maps (default: 1000)")
+
+    prep = sub.add_parser("prepare", help="turn your own interactions and features into a dataset folder",
+                          description="Read interactions (CSV with , ; or tab, or Parquet) with any user "
+                          "and item IDs, and per-modality item features keyed by item ID; map IDs to "
+                          "dense integers, optionally k-core filter, split (MMRec's per-user rule or "
+                          "chronological), and write an MMRec-layout folder that 'dhmrec train --dataset "
+                          "FOLDER' reads. Prints what was kept, dropped and filled.")
+    prep.add_argument("interactions", help="interactions file (.csv or .parquet)")
+    prep.add_argument("out_folder", help="dataset folder to create (its name becomes the dataset name)")
+    prep.add_argument("--user-col", default="user", help="user id column (default: user)")
+    prep.add_argument("--item-col", default="item", help="item id column (default: item)")
+    prep.add_argument("--timestamp-col", default=None, help="timestamp column (numbers or ISO 8601)")
+    prep.add_argument("--features", action="append", default=[], metavar="MODALITY=PATH",
+                      help="item features of one modality: .npz with arrays 'ids' and 'features', or a "
+                      "CSV with the item id first (repeatable)")
+    prep.add_argument("--split", choices=["mmrec", "chronological"], default="mmrec",
+                      help="split rule (default: mmrec; chronological needs --timestamp-col)")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the MMRec split (default: 0)")
+    prep.add_argument("--k-core", type=int, default=0, help="keep users and items with >= K interactions (0: off)")
+    prep.add_argument("--fill", choices=["mean", "zeros"], default="mean",
+                      help="feature row for items that have none (default: mean)")
+    prep.add_argument("--drop-cold-items", action="store_true",
+                      help="drop items that have features but no interaction (default: keep them)")
+    prep.add_argument("--text-file", default=None, help="CSV of item texts to encode as a modality")
+    prep.add_argument("--text-col", default="text", help="text column of --text-file (default: text)")
+    prep.add_argument("--text-model", default=None,
+                      help="sentence-transformers model name or path (needs the 'text' extra)")
+    prep.add_argument("--text-modality", default="text", help="modality name of encoded texts (default: text)")
+    prep.add_argument("--overwrite", action="store_true", help="replace the dataset files of an existing folder")
     return parser
 
 
@@ -256,27 +310,66 @@ def _print_summary(summary: Dict[str, Any]) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``dhmrec evaluate RUN_FOLDER``."""
-    from dhmrec_pyg.training.config import build_dataclass
-    from dhmrec_pyg.training.run import load_data
-    from dhmrec_pyg.training.trainer import build_model, evaluate_model, make_evaluators, resolve_device
-    from dhmrec_pyg import io as dio
+    from dhmrec_pyg.training.run import load_run
+    from dhmrec_pyg.training.trainer import evaluate_model, make_evaluators
 
-    run = Path(args.run_folder)
-    for name in ("config.yaml", "best.pt"):
-        if not (run / name).is_file():
-            raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
-    raw = load_yaml_config(run / "config.yaml")
-    cfg = build_dataclass(TrainConfig, raw["train"], "training")
-    if cfg.model not in MODELS:
-        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
-    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
-    data = load_data(cfg)
-    model = build_model(cfg.model, data, model_cfg)
-    model.load_state_dict(dio.load_tensors(run / "best.pt"))
-    model.to(resolve_device(cfg.device))
+    cfg, _, model, data = load_run(args.run_folder)
     evaluators = make_evaluators(data, cfg)
     splits = ["val", "test"] if args.split == "both" else [args.split]
     print(json.dumps({s: evaluate_model(model, evaluators[s]) for s in splits}, indent=2))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """``dhmrec recommend RUN_FOLDER``."""
+    from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.recommend import read_user_file, recommend, write_recommendations
+    from dhmrec_pyg.training.run import load_run
+
+    run = Path(args.run_folder)
+    output = Path(args.output) if args.output else run / f"recommendations_top{args.k}.csv"
+    if output.suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--output {output}: use a .csv or .parquet file name")
+    users = read_user_file(args.users) if args.users else None
+    _, _, model, data = load_run(run)
+    use_faiss = {"auto": None, "yes": True, "no": False}[args.faiss]
+    u, items, scores = recommend(model, data[EDGE].edge_index, args.k, users, use_faiss=use_faiss)
+    write_recommendations(output, u, items, scores)
+    print(f"top-{args.k} items for {len(u)} users written to {output}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """``dhmrec prepare INTERACTIONS OUT_FOLDER``."""
+    from dhmrec_pyg.data import prepare_dataset
+
+    features = {}
+    for spec in args.features:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--features expects MODALITY=PATH, got {spec!r}")
+        features[name.strip()] = path.strip()
+    try:
+        report = prepare_dataset(
+            args.interactions, args.out_folder, user_col=args.user_col, item_col=args.item_col,
+            timestamp_col=args.timestamp_col, features=features or None, split=args.split,
+            seed=args.seed, k_core=args.k_core, fill=args.fill, keep_cold_items=not args.drop_cold_items,
+            text_file=args.text_file, text_col=args.text_col, text_model=args.text_model,
+            text_modality=args.text_modality, overwrite=args.overwrite,
+        )
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    print(report)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``dhmrec plot RUN_FOLDER``."""
+    from dhmrec_pyg.plot import plot_run
+
+    paths = plot_run(args.run_folder, args.out, tsne_sample=args.tsne_sample)
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -295,7 +388,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dhmrec_pyg.training.trainer import NonFiniteLossError, TrainingInterrupted
 
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot,
+                    "prepare": cmd_prepare}
+        return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
         return _fail(str(exc))
     except NonFiniteLossError as exc:

@@ -1,0 +1,131 @@
+"""`dhmrec recommend` and `dhmrec plot` on saved demo runs."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dhmrec_pyg.cli import main
+from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.recommend import recommend
+from dhmrec_pyg.training.run import load_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rp")
+    data_root = str(root / "data")
+    out = {}
+    for model in ("lightgcn", "dhmrec"):
+        folder = root / model
+        rc = main(["train", "--model", model, "--data-root", data_root, "--out", str(folder),
+                   "--epochs", "2", "--quiet", "--set", "knn_cache_dir=none"] if model == "dhmrec" else
+                  ["train", "--model", model, "--data-root", data_root, "--out", str(folder),
+                   "--epochs", "2", "--quiet"])
+        assert rc == 0
+        out[model] = folder
+    return out
+
+
+def test_recommend_csv_excludes_training_items(runs, tmp_path):
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", str(runs["lightgcn"]), "--k", "7", "--output", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    _, _, model, data = load_run(runs["lightgcn"])
+    n_users = int(data["user"].num_nodes)
+    assert len(rows) == 7 * n_users
+    train = data[EDGE].edge_index
+    seen = set(zip(train[0].tolist(), train[1].tolist()))
+    assert not any((int(r["user"]), int(r["item"])) in seen for r in rows)
+    first = [r for r in rows if r["user"] == "0"]
+    assert [int(r["rank"]) for r in first] == list(range(1, 8))
+    scores = [float(r["score"]) for r in first]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_user_file_and_faiss_agree(runs, tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("user\n3\n5\n")
+    out = tmp_path / "r.parquet"
+    pytest.importorskip("pyarrow")
+    assert main(["recommend", str(runs["lightgcn"]), "--users", str(users), "--output", str(out)]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out).to_pydict()
+    assert sorted(set(table["user"])) == [3, 5] and len(table["item"]) == 40
+    _, _, model, data = load_run(runs["lightgcn"])
+    ei = data[EDGE].edge_index
+    _, dense, _ = recommend(model, ei, k=10, users=[3, 5], use_faiss=False)
+    _, viafaiss, _ = recommend(model, ei, k=10, users=[3, 5], use_faiss=True)
+    np.testing.assert_array_equal(dense, viafaiss)
+
+
+def test_cold_items_are_scored_by_the_multimodal_branch(runs):
+    _, _, model, data = load_run(runs["dhmrec"])
+    ei = data[EDGE].edge_index
+    n_items = int(data["item"].num_nodes)
+    cold = sorted(set(range(n_items)) - set(ei[1].tolist()))
+    if not cold:
+        pytest.skip("the demo profile has no item without training interactions")
+    with torch.no_grad():
+        user, item = model.embeddings()
+    cold_scores = (user[:50] @ item[cold].t())
+    assert torch.isfinite(cold_scores).all()
+    # different features -> different scores: the items are ranked by content, not tied
+    assert cold_scores.std() > 0
+
+
+def test_recommend_errors(runs, tmp_path, capsys):
+    assert main(["recommend", str(tmp_path / "missing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    bad = tmp_path / "users.txt"
+    bad.write_text("1\nabc\n")
+    assert main(["recommend", str(runs["lightgcn"]), "--users", str(bad)]) == 2
+    assert "--users" in capsys.readouterr().err
+    big = tmp_path / "big.txt"
+    big.write_text("999999\n")
+    assert main(["recommend", str(runs["lightgcn"]), "--users", str(big)]) == 2
+    assert "user id 999999 is out of range" in capsys.readouterr().err
+
+
+def test_plot_writes_curves_and_tsne(runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "plots"
+    assert main(["plot", str(runs["dhmrec"]), "--out", str(out), "--tsne-sample", "200"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["curves.png", "tsne_disentangled.png", "tsne_fused.png"]
+    for p in out.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_grid_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    from dhmrec_pyg.plot import plot_grid
+
+    rows = [{"run": f"grid_{i}", "alpha_mm": a, "gamma_dis": g, "gamma_kl": k, "valid_recall@20": 0.1 + i / 100}
+            for i, (a, g, k) in enumerate([(0.1, 0.1, 1), (0.5, 0.1, 0.1), (1.0, 1, 1), (1.5, 1, 0.1)])]
+    (tmp_path / "grid.json").write_text(json.dumps({"rows": rows, "best_run": "grid_3"}))
+    paths = plot_grid(tmp_path, tmp_path)
+    assert sorted(p.name for p in paths) == ["grid_alpha_mm.png", "grid_gamma_heatmap.png"]
+
+
+def test_prepare_command_then_train(tmp_path, capsys):
+    src = tmp_path / "ratings.csv"
+    rows = ["user,item"]
+    rng = np.random.default_rng(0)
+    for u in range(30):
+        for i in rng.choice(40, size=8, replace=False):
+            rows.append(f"u{u},item-{i}")
+    src.write_text("\n".join(rows) + "\n")
+    ids = np.array([f"item-{i}" for i in range(39)])  # item-39 has no feature row
+    np.savez(tmp_path / "img.npz", ids=ids, features=rng.normal(size=(39, 6)).astype(np.float32))
+    folder = tmp_path / "shop"
+    assert main(["prepare", str(src), str(folder), "--features", f"image={tmp_path / 'img.npz'}"]) == 0
+    assert "Prepared" in capsys.readouterr().out
+    assert main(["train", "--model", "dhmrec", "--dataset", str(folder), "--epochs", "1",
+                 "--out", str(tmp_path / "run"), "--quiet", "--set", "knn_cache_dir=none"]) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert main(["prepare", str(src), str(folder)]) == 2
+    assert "error" in capsys.readouterr().err
