@@ -1,0 +1,87 @@
+"""Regenerate the README's results section from ``benchmarks/results/*.json``.
+
+    python -m benchmarks.report            # rewrites the block between the RESULTS markers
+
+Nothing in that block is typed by hand: every figure comes from a result file
+written by a benchmark script, next to the command that produced it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from dhmrec_pyg import io as dio
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- RESULTS:BEGIN (python -m benchmarks.report) -->", "<!-- RESULTS:END -->"
+
+#: The paper's Table 1 rows and the reference toolbox's TikTok figures (from ../shared/data/README.md
+#: and the issue tracker), for the "reference" column.
+REFERENCE = {
+    ("baby", "bpr"): (0.0575, 0.0249, "paper"),
+    ("baby", "lightgcn"): (0.0754, 0.0328, "paper"),
+    ("sports", "lightgcn"): (0.0864, 0.0387, "paper"),
+    ("sports", "bpr"): (0.0653, 0.0298, "paper"),
+    ("tiktok", "lightgcn"): (0.0922, 0.0419, "reference toolbox, same split"),
+    ("tiktok", "freedom"): (0.0883, 0.0387, "reference toolbox, same split"),
+    ("tiktok", "lgmrec"): (0.0558, 0.0266, "reference toolbox, same split"),
+}
+
+
+def accuracy_table() -> list[str]:
+    """One row per ``benchmarks.reproduce`` result file."""
+    rows = ["| dataset | model | selected (validation) | R@10 | R@20 | N@10 | N@20 | reference R@20 / N@20 | best epoch | s/epoch | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted((HERE / "results").glob("*.json")):
+        report = json.loads(path.read_text())
+        if "selected_test" not in report:
+            continue
+        t = report["selected_test"]
+        ref = REFERENCE.get((report["dataset"], report["model"]))
+        ref_cell = f"{ref[0]:.4f} / {ref[1]:.4f} ({ref[2]})" if ref else ""
+        params = ", ".join(f"{k}={v}" for k, v in report["best_params"].items() if k != "seed")
+        params = params or "single point (see command)"
+        if "note" in report:
+            params += f" ({report['note'].split(';')[0]})"
+        rows.append(
+            f"| {report['dataset']} | {report['model']} | {params} | {t['recall@10']:.4f} | {t['recall@20']:.4f} "
+            f"| {t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {ref_cell} | {report['selected_best_epoch']} "
+            f"| {report['selected_seconds_per_epoch']:.1f} | `{report['command']}` |"
+        )
+    return rows
+
+
+def propagation_table() -> list[str]:
+    """The propagation benchmark, if it has been run."""
+    path = HERE / "results" / "propagation.json"
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    lines = ["", f"Propagation layer on the real Baby graph, 2 layers forward + backward (`{r['command']}`):", "",
+             "| path | ms | time / reference |", "|---|---|---|"]
+    for name, sec in sorted(r["seconds_two_layer_forward_backward"].items(), key=lambda kv: kv[1]):
+        lines.append(f"| {name} | {sec * 1000:.1f} | {r['ratio_to_reference'][name]:.2f} |")
+    lines.append(f"\nBPR sampler, one epoch of Baby triplets: {r['sampler_seconds_per_epoch'] * 1000:.0f} ms.")
+    return lines
+
+
+def main() -> int:
+    """Rewrite the results block of README.md."""
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"{readme}: no results markers", file=sys.stderr)
+        return 1
+    body = ["", "Test metrics at the epoch and hyper-parameters selected on validation Recall@20 "
+            "(machine and versions in each `benchmarks/results/*.md`).", ""]
+    body += accuracy_table() + propagation_table() + [""]
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    dio.write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
+    print("\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
