@@ -37,6 +37,20 @@ def _time(fn: Callable[[], None], repeats: int) -> float:
     return statistics.median(runs)
 
 
+def _time_interleaved(paths: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each path, measured round-robin so that load on a
+    shared machine affects every path alike."""
+    runs: Dict[str, list] = {name: [] for name in paths}
+    for fn in paths.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write its result files."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             out.sum().backward()
         return run
 
-    timings = {"reference: torch.sparse.mm on COO": _time(two_layers(lambda h: torch.sparse.mm(coo_ref, h)), args.repeats)}
-    timings["edge_index (MessagePassing scatter)"] = _time(two_layers(lambda h: conv(h, full, weight)), args.repeats)
+    paths: Dict[str, Callable[[], None]] = {
+        "reference: torch.sparse.mm on COO": two_layers(lambda h: torch.sparse.mm(coo_ref, h)),
+        "edge_index (MessagePassing scatter)": two_layers(lambda h: conv(h, full, weight)),
+    }
     for name, adj in adjs.items():
-        timings[name] = _time(two_layers(lambda h, a=adj: conv(h, a)), args.repeats)
+        paths[name] = two_layers(lambda h, a=adj: conv(h, a))
+    timings = _time_interleaved(paths, args.repeats)
     ref = timings["reference: torch.sparse.mm on COO"]
 
     sampler = BPRSampler(ui, n_i, batch_size=2048)
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Propagation layer on the real Baby training graph", "",
              f"Command: `{result['command']}`", "",
              f"{n_u} users, {n_i} items, {ui.size(1)} training interactions; 2 layers, 64-d, forward + backward, "
-             f"median of {args.repeats}.", "", "| path | ms | time / reference |", "|---|---|---|"]
+             f"median of {args.repeats} rounds, paths interleaved.", "", "| path | ms | time / reference |", "|---|---|---|"]
     for k, v in sorted(timings.items(), key=lambda kv: kv[1]):
         lines.append(f"| {k} | {v * 1000:.1f} | {v / ref:.2f} |")
     lines += ["", f"BPR sampler, one epoch of Baby triplets (batch 2048): {sample_s * 1000:.1f} ms.", "",
