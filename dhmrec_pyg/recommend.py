@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from dhmrec_pyg import io as dio
-from dhmrec_pyg.models.base import EDGE, Recommender
+from dhmrec_pyg.models.base import Recommender
 from dhmrec_pyg.training.config import ConfigError
 
 #: Above this many items, top-K search goes through a faiss inner-product index

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,29 @@ def l2_reg(*embeddings: Tensor) -> Tensor:
     """
     batch = embeddings[0].size(0)
     return sum(e.pow(2).sum() for e in embeddings) / max(batch, 1)
+
+
+def item_modalities(data: HeteroData, model: str) -> List[str]:
+    """Sorted modality names of ``data`` (item attributes ``x_<modality>``), checked for a
+    multimodal model: at least one modality, each a ``[num_items, d_m]`` matrix.
+
+    Raises:
+        ValueError: naming the model and the dataset, when there are no features or a
+            feature matrix has the wrong shape.
+    """
+    names = sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
+    if not names:
+        dataset = getattr(data, "name", "") or "<unnamed>"
+        raise ValueError(
+            f"model {model!r} needs item features, but dataset {dataset!r} has none "
+            "(no *_feat.npy files / item attributes x_<modality>); use 'lightgcn' or 'bpr' instead"
+        )
+    num_items = int(data["item"].num_nodes)
+    for m in names:
+        x = data["item"][f"x_{m}"]
+        if x.dim() != 2 or x.size(0) != num_items:
+            raise ValueError(f"item feature x_{m} must have shape [{num_items}, d_m], got {tuple(x.shape)}")
+    return names
 
 
 class Recommender(nn.Module):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 

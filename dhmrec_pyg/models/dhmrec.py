@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities, l2_reg
 from dhmrec_pyg.nn.alignment import interaction_kl
 from dhmrec_pyg.nn.attention import ATTENTION_MODES, PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
@@ -128,10 +128,6 @@ class DHMRecOutput(NamedTuple):
     codes: DisentangledCodes
 
 
-def _feature_names(data: HeteroData) -> List[str]:
-    return sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
-
-
 def _resolve_cache_dir(setting: str, data: HeteroData) -> Optional[Path]:
     if setting.lower() in ("", "none"):
         return None
@@ -204,21 +200,12 @@ class DHMRec(Recommender):
 
     def __init__(self, data: HeteroData, config: DHMRecConfig) -> None:
         super().__init__(data, config)
-        self.modalities = _feature_names(data)
-        if not self.modalities:
-            name = getattr(data, "name", "") or "<unnamed>"
-            raise ValueError(
-                f"model 'dhmrec' needs item features, but dataset {name!r} has none "
-                "(no *_feat.npy files / item attributes x_<modality>); use a feature-free model "
-                "such as 'lightgcn' or 'bpr' instead"
-            )
+        self.modalities = item_modalities(data, "dhmrec")
         self.view_names = [COMMON_VIEW] + self.modalities
         d = config.embedding_dim
         num_u, num_i = self.num_users, self.num_items
         for m in self.modalities:
             x = data["item"][f"x_{m}"]
-            if x.dim() != 2 or x.size(0) != num_i:
-                raise ValueError(f"item feature x_{m} must have shape [{num_i}, d_m], got {tuple(x.shape)}")
             self.register_buffer(f"x_{m}", x.float(), persistent=False)
 
         self.user_emb = nn.Embedding(num_u, d)

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss
-from dhmrec_pyg.models.dhmrec import _feature_names, _resolve_cache_dir
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities
+from dhmrec_pyg.models.dhmrec import _resolve_cache_dir
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import COMMON_VIEW, ItemGraphPropagation, build_item_graphs
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
@@ -163,13 +163,7 @@ class FREEDOM(Recommender):
 
     def __init__(self, data: HeteroData, config: FREEDOMConfig) -> None:
         super().__init__(data, config)
-        self.modalities = _feature_names(data)
-        if not self.modalities:
-            name = getattr(data, "name", "") or "<unnamed>"
-            raise ValueError(
-                f"model 'freedom' needs item features, but dataset {name!r} has none "
-                "(no *_feat.npy files / item attributes x_<modality>); use 'lightgcn' or 'bpr' instead"
-            )
+        self.modalities = item_modalities(data, "freedom")
         d = config.embedding_dim
         num_u, num_i = self.num_users, self.num_items
         self.user_emb = nn.Embedding(num_u, d)
@@ -178,8 +172,6 @@ class FREEDOM(Recommender):
         self.projections = nn.ModuleDict()
         for m in self.modalities:
             x = data["item"][f"x_{m}"]
-            if x.dim() != 2 or x.size(0) != num_i:
-                raise ValueError(f"item feature x_{m} must have shape [{num_i}, d_m], got {tuple(x.shape)}")
             self.features[m] = nn.Parameter(x.detach().float().clone(), requires_grad=config.trainable_features)
             self.projections[m] = nn.Linear(x.size(1), d, bias=False)
         self.ui_propagation = LightGCNPropagation(config.num_ui_layers)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Tuple
 
@@ -11,9 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, l2_reg
-from dhmrec_pyg.models.dhmrec import _feature_names
-from dhmrec_pyg.nn.graph import normalized_adjacency
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities, l2_reg
+from dhmrec_pyg.nn.graph import normalized_adjacency, sparse_matrix
 from dhmrec_pyg.nn.hypergraph import HyperedgeMembership, HyperedgePropagation, info_nce
 from dhmrec_pyg.nn.item_graph import ItemGraphPropagation, UserAggregation
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
@@ -99,14 +97,7 @@ def _interaction_matrix(
     if user_mean:
         deg = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, weight)
         weight = weight / deg[users]
-    adj = torch.sparse_coo_tensor(edge_index, weight, (num_users, num_items), check_invariants=False).coalesce()
-    if layout == "csr":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            adj = adj.to_sparse_csr()
-    elif layout != "coo":
-        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
-    return adj
+    return sparse_matrix(edge_index, weight, (num_users, num_items), layout)
 
 
 class LGMRec(Recommender):
@@ -188,13 +179,7 @@ class LGMRec(Recommender):
 
     def __init__(self, data: HeteroData, config: LGMRecConfig) -> None:
         super().__init__(data, config)
-        self.modalities = _feature_names(data)
-        if not self.modalities:
-            name = getattr(data, "name", "") or "<unnamed>"
-            raise ValueError(
-                f"model 'lgmrec' needs item features, but dataset {name!r} has none "
-                "(no *_feat.npy files / item attributes x_<modality>); use 'lightgcn' or 'bpr' instead"
-            )
+        self.modalities = item_modalities(data, "lgmrec")
         d = config.embedding_dim
         num_u, num_i = self.num_users, self.num_items
         self.user_emb = nn.Embedding(num_u, d)
@@ -203,8 +188,6 @@ class LGMRec(Recommender):
         self.memberships = nn.ModuleDict()
         for m in self.modalities:
             x = data["item"][f"x_{m}"]
-            if x.dim() != 2 or x.size(0) != num_i:
-                raise ValueError(f"item feature x_{m} must have shape [{num_i}, d_m], got {tuple(x.shape)}")
             self.register_buffer(f"x_{m}", x.float(), persistent=False)
             self.projections[m] = nn.Linear(x.size(1), d, bias=False)
             self.memberships[m] = HyperedgeMembership(

@@ -1,7 +1,6 @@
 """Interaction-distribution alignment of multimodal and ID embeddings, equations (20)-(21)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -46,6 +46,25 @@ def sym_norm_weights(
     return inv_sqrt[edge_index[0]] * edge_weight * inv_sqrt[edge_index[1]]
 
 
+def sparse_matrix(index: Tensor, value: Tensor, shape: tuple, layout: str = "csr") -> Tensor:
+    """A coalesced ``torch.sparse`` matrix of the given ``shape`` from ``[2, E]`` indices.
+
+    Args:
+        index: ``[2, E]`` row and column indices.
+        value: ``[E]`` entries (duplicates are summed).
+        shape: ``(rows, cols)``.
+        layout: ``"csr"`` (fastest for products on CPU) or ``"coo"``.
+    """
+    if layout not in ("csr", "coo"):
+        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
+    mat = torch.sparse_coo_tensor(index, value, tuple(shape), check_invariants=False).coalesce()
+    if layout == "csr":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            mat = mat.to_sparse_csr()
+    return mat
+
+
 def to_sparse_adjacency(
     edge_index: Tensor,
     edge_weight: Tensor,
@@ -64,19 +83,8 @@ def to_sparse_adjacency(
             :class:`~dhmrec_pyg.nn.LightGCNConv` skip the transpose in the
             backward pass. Only set it when the matrix really is symmetric.
     """
-    if layout not in ("csr", "coo"):
-        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
     # adj_t[target, source] = weight: row i collects the messages i receives.
-    adj = torch.sparse_coo_tensor(
-        torch.stack([edge_index[1], edge_index[0]]),
-        edge_weight,
-        (num_nodes, num_nodes),
-        check_invariants=False,
-    ).coalesce()
-    if layout == "csr":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            adj = adj.to_sparse_csr()
+    adj = sparse_matrix(torch.stack([edge_index[1], edge_index[0]]), edge_weight, (num_nodes, num_nodes), layout)
     if symmetric:
         adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
     return adj

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import spmm
 
-from dhmrec_pyg.nn.graph import is_torch_sparse, sym_norm_weights
+from dhmrec_pyg.nn.graph import is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
 
@@ -217,18 +217,7 @@ def user_item_adjacency(edge_index: Tensor, num_users: int, num_items: int, layo
     deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
     deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
     weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
-    adj = torch.sparse_coo_tensor(
-        edge_index, weight, (num_users, num_items), check_invariants=False
-    ).coalesce()
-    if layout == "csr":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            adj = adj.to_sparse_csr()
-    elif layout != "coo":
-        raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
-    return adj
+    return sparse_matrix(edge_index, weight, (num_users, num_items), layout)
 
 
 class UserAggregation(MessagePassing):

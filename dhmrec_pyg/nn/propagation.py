@@ -1,7 +1,6 @@
 """Multi-layer LightGCN propagation with layer averaging."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
