@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="hyper-parameter grid (repeatable); the best point on validation is kept")
     train.add_argument("--device", default=None, help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="train with N processes (PyTorch DDP, launched with torchrun: NCCL on "
+                       "GPUs, one per process, gloo on the CPU); same as 'torchrun "
+                       "--nproc_per_node=N -m dhmrec_pyg.cli train ...'")
 
     ev = sub.add_parser("evaluate", help="evaluate a saved run's best checkpoint on its splits",
                         description="Rebuild the model of RUN_FOLDER from its config.yaml, load "
@@ -183,6 +187,41 @@ def _check_writable(folder: Path, option: str) -> None:
         raise ConfigError(f"{option} {folder}: not writable ({exc.strerror or exc})") from None
 
 
+def _on_main(check: Any, *args: Any) -> None:
+    """Run a check that may write probes on rank 0 only; every rank raises its ConfigError.
+
+    In a single process this is just ``check(*args)``.
+    """
+    from dhmrec_pyg.training import distributed as ddist
+
+    if not ddist.current().enabled:
+        check(*args)
+        return
+    message = None
+    if ddist.is_main_process():
+        try:
+            check(*args)
+        except ConfigError as exc:
+            message = str(exc)
+    message = ddist.broadcast_text(message)
+    if message is not None:
+        raise ConfigError(message)
+
+
+def _strip_nproc(argv: List[str]) -> List[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    out: List[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def _check_out(out: Path, overwrite: bool) -> None:
     """One-line errors, before any work, for a run folder that cannot take a new run."""
     for parent in [out, *out.parents]:
@@ -226,9 +265,12 @@ def _resume(args: argparse.Namespace) -> int:
     from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from dhmrec_pyg.training.config import build_dataclass
     from dhmrec_pyg.training.run import load_data
+    from dhmrec_pyg.training import distributed as ddist
     from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
-    run = _check_resume(args)
+    _on_main(_check_resume, args)
+    run = Path(args.resume)
+    main_rank = ddist.is_main_process()
     raw = load_yaml_config(run / "config.yaml")
     train_values = dict(raw["train"])
     if args.quiet:
@@ -241,17 +283,20 @@ def _resume(args: argparse.Namespace) -> int:
     model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
     if (run / CHECKPOINT_NAME).is_file():
         load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
-    else:
+    elif main_rank:
         print(f"{run}: no checkpoint yet (stopped before its first epoch ended); starting it over",
               file=sys.stderr)
     if cfg.num_threads > 0:
         import torch
 
         torch.set_num_threads(cfg.num_threads)
-    data = load_data(cfg)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, data, model_cfg)
-    _print_result(Trainer(model, data, cfg, run, model_cfg).fit(resume=True), run)
+    with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
+        data = load_data(cfg)
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, data, model_cfg)
+    result = Trainer(model, data, cfg, run, model_cfg).fit(resume=True)
+    if main_rank:
+        _print_result(result, run)
     return 0
 
 
@@ -269,8 +314,14 @@ def _print_result(result: Dict[str, Any], out: Path) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``dhmrec train``."""
+    from dhmrec_pyg.training import distributed as ddist
     from dhmrec_pyg.training.run import parse_grid, run_grid, run_once, run_seeds
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+        if args.nproc > 1 and ddist.env_world_size() <= 1:
+            return ddist.launch(args.nproc, _strip_nproc(getattr(args, "argv", ["train"])))
     if args.resume is not None:
         return _resume(args)
     cfg, model_values, config_class, sets = _resolve(args)
@@ -280,10 +331,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (
         f"{Path(cfg.dataset).name}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    _check_out(out, args.overwrite)
+    out = Path(ddist.broadcast_text(str(out)) or out)  # rank 0's timestamp names the folder
+    _on_main(_check_out, out, args.overwrite)
     from dhmrec_pyg.training.run import load_data
 
-    data = load_data(cfg)
+    with ddist.main_first():
+        data = load_data(cfg)
+    if not ddist.is_main_process():  # rank > 0: train, write and print nothing
+        if grid:
+            run_grid(cfg, model_values, config_class, grid, out, sets, seeds, data)
+        elif seeds:
+            run_seeds(cfg, model_cfg, seeds, out, data)
+        else:
+            run_once(cfg, model_cfg, out, data)
+        return 0
     if grid:
         report = run_grid(cfg, model_values, config_class, grid, out, sets, seeds, data)
         print(f"grid of {len(report['rows'])} points; best on valid {cfg.valid_metric}: "
@@ -380,6 +441,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         argv = ["train"]
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
@@ -387,7 +449,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dhmrec_pyg.training.checkpoint import CheckpointError
     from dhmrec_pyg.training.trainer import NonFiniteLossError, TrainingInterrupted
 
+    from dhmrec_pyg.training import distributed as ddist
+
     try:
+        if args.command == "train" and ddist.env_world_size() > 1:
+            ddist.init_from_env(args.device or "auto")  # under torchrun
         commands = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot,
                     "prepare": cmd_prepare}
         return commands[args.command](args)
@@ -403,6 +469,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         print("\ndhmrec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        ddist.shutdown()
 
 
 if __name__ == "__main__":

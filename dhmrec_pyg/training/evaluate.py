@@ -1,7 +1,7 @@
 """Full-ranking evaluation with training items masked out."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -106,20 +106,63 @@ class FullRankingEvaluator:
     def evaluate(self, user_emb: Tensor, item_emb: Tensor, score_fn=None) -> Dict[str, float]:
         """Metrics of the given final embeddings.
 
+        Under ``torch.distributed`` (a process group of more than one rank) each
+        rank scores its contiguous share of the evaluated users and the metric
+        sums are all-reduced, so every rank returns the single-process metrics
+        (up to floating-point summation order). Every rank must call this.
+
         Args:
             user_emb: ``[U, d]`` user embeddings.
             item_emb: ``[I, d]`` item embeddings.
             score_fn: ``f(user_emb_batch, item_emb) -> [B, I]`` scores;
                 defaults to the inner product (equation (23)).
         """
+        from dhmrec_pyg.training import distributed as ddist
+
+        info = ddist.current()
+        if not info.enabled:
+            collection = self._collection(user_emb.device)
+            for users in self.batches():
+                self._update(collection, user_emb, item_emb, users, score_fn)
+            out = collection.compute()
+            return {name: float(v) for name, v in out.items()}
+        start, end = ddist.shard_bounds(self.users.numel(), info.rank, info.world_size)
+        sums = self.metric_sums(user_emb, item_emb, score_fn, self.users[start:end])
+        sums = ddist.all_reduce_sum(sums.to(ddist.collective_device())).cpu()
+        return self.metrics_from_sums(sums)
+
+    def metric_sums(
+        self, user_emb: Tensor, item_emb: Tensor, score_fn=None, users: Optional[Tensor] = None
+    ) -> Tensor:
+        """Per-metric ``(sum over users, number of users counted)`` for ``users`` (default: all).
+
+        Returns:
+            A float64 tensor ``[len(metric_names()), 2]``; sums of disjoint user
+            sets add up to the sums of their union (see :meth:`metrics_from_sums`).
+        """
+        users = self.users if users is None else users.cpu().long()
         collection = self._collection(user_emb.device)
-        for users in self.batches():
-            scores = self.scores(user_emb, item_emb, users, score_fn)
-            top = torch.topk(scores, min(self.ks[-1], self.num_items), dim=1).indices
-            local, cols = _gather_rows(self.target_rowptr, self.target_cols, users)
-            collection.update(top, torch.stack([local, cols]).to(top.device))
-        out = collection.compute()
-        return {name: float(v) for name, v in out.items()}
+        for batch in torch.split(users, self.batch_size):
+            self._update(collection, user_emb, item_emb, batch, score_fn)
+        rows = [torch.stack([collection[name].accum.double().cpu(), collection[name].total.double().cpu()])
+                for name in self.metric_names()]
+        return torch.stack(rows)
+
+    def metrics_from_sums(self, sums: Tensor) -> Dict[str, float]:
+        """Mean metrics from (summed) :meth:`metric_sums` rows."""
+        out: Dict[str, float] = {}
+        for name, (acc, tot) in zip(self.metric_names(), sums.tolist()):
+            out[name] = float(acc / tot) if tot > 0 else 0.0
+        return out
+
+    def _update(self, collection: LinkPredMetricCollection, user_emb: Tensor, item_emb: Tensor,
+                users: Tensor, score_fn=None) -> None:
+        if users.numel() == 0:
+            return
+        scores = self.scores(user_emb, item_emb, users, score_fn)
+        top = torch.topk(scores, min(self.ks[-1], self.num_items), dim=1).indices
+        local, cols = _gather_rows(self.target_rowptr, self.target_cols, users)
+        collection.update(top, torch.stack([local, cols]).to(top.device))
 
     def scores(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, score_fn=None) -> Tensor:
         """Scores of ``users`` for all items, with their training items at ``-inf``."""

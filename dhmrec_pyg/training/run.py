@@ -4,9 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -14,6 +13,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import io as dio
+from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
@@ -31,9 +31,10 @@ def run_once(
     """Train and evaluate one configuration; write the run folder if ``out_dir`` is given."""
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    data = load_data(cfg) if data is None else data
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, data, model_cfg)
+    with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
+        data = load_data(cfg) if data is None else data
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, data, model_cfg)
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()
 
 
@@ -62,7 +63,8 @@ def run_seeds(
         run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data) for s in seeds
     ]
     summary = summarise(results)
-    dio.write_json(out_dir / "summary.json", summary)
+    if ddist.is_main_process():  # under torchrun only rank 0 writes
+        dio.write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -119,8 +121,9 @@ def run_grid(
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dio.write_text(out_dir / "grid.csv", buf.getvalue())
+    if ddist.is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dio.write_text(out_dir / "grid.csv", buf.getvalue())
     chosen = dict(zip(keys, points[best[1]]))
     report: Dict[str, Any] = {"selected_on": f"valid {cfg.valid_metric}", "best_run": f"grid_{best[1]}",
                               "best_params": chosen, "rows": rows}
@@ -128,7 +131,8 @@ def run_grid(
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in chosen.items()]
         best_cfg, best_model = apply_overrides(cfg, model_values, model_config_class, pairs)
         report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data)
-    dio.write_json(out_dir / "grid.json", report)
+    if ddist.is_main_process():
+        dio.write_json(out_dir / "grid.json", report)
     return report
 
 

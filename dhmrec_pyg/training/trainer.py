@@ -40,6 +40,7 @@ from dhmrec_pyg.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator
 from dhmrec_pyg.training.sampler import BPRSampler
@@ -143,6 +144,12 @@ class Trainer:
     Ctrl-C after the current mini-batch) and ``metrics.json`` (at the end). All
     writes are atomic. ``fit(resume=True)`` continues from ``checkpoint.pt``.
 
+    Under ``torch.distributed`` (torchrun, see :mod:`dhmrec_pyg.training.distributed`)
+    the model is trained with DistributedDataParallel: every rank draws the
+    same epoch from the shared seeded generator and trains on its share of each
+    global mini-batch, evaluation is sharded by users, and only rank 0 writes
+    the run folder. ``metrics.json`` then gains a ``distributed`` entry.
+
     Args:
         model: a :class:`~dhmrec_pyg.models.Recommender`.
         data: the dataset (training edges, validation and test edges).
@@ -161,8 +168,13 @@ class Trainer:
         model_config: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.dist = ddist.current()
         self.device = resolve_device(cfg.device)
+        if self.dist.enabled and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.model = model.to(self.device)
+        # DDP wraps the loss computation; None for a single process (today's path, untouched).
+        self._ddp = ddist.wrap_ddp(self.model, self.device) if self.dist.enabled else None
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_config = model_config if model_config is not None else model.config
@@ -213,7 +225,7 @@ class Trainer:
         self, epoch: int, batch: int, epoch_generator_state: torch.Tensor, partial: Optional[Dict[str, Any]] = None
     ) -> None:
         path = self.checkpoint_path
-        if path is None:
+        if path is None or not self.dist.is_main:
             return
         partial = partial if partial is not None else {"sums": {}, "n": 0, "train_seconds": 0.0}
         save_checkpoint(path, self._checkpoint_state(epoch, batch, epoch_generator_state, partial))
@@ -228,6 +240,8 @@ class Trainer:
 
     def _start_fresh(self) -> None:
         assert self.out_dir is not None
+        if not self.dist.is_main:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:  # a stale checkpoint must never be resumed with a new config
             (self.out_dir / name).unlink(missing_ok=True)
@@ -270,13 +284,19 @@ class Trainer:
             restore_rng_state(resume_point["rng"])
         start = time.perf_counter()
         for batch_idx, (u, p, ng) in enumerate(batches, start=skip):
-            u, p, ng = u.to(self.device), p.to(self.device), ng.to(self.device)
-            terms = self.model.loss(u, p, ng)
-            bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+            if self._ddp is not None:
+                terms, share = self._distributed_terms(u, p, ng)
+                bad, stop = self._agree(terms, share, sums)
+            else:
+                u, p, ng = u.to(self.device), p.to(self.device), ng.to(self.device)
+                terms = self.model.loss(u, p, ng)
+                bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
             if bad:
                 # Name the component that broke, not the total it spoiled.
                 name = next((b for b in bad if b != "loss"), bad[0])
                 value = float(terms[name].detach().float().sum())
+                if self.dist.enabled and math.isfinite(value):
+                    value = math.nan  # broke on another rank
                 also = [b for b in bad if b != name]
                 others = f" (also non-finite: {', '.join(map(repr, also))})" if also else ""
                 raise NonFiniteLossError(
@@ -287,16 +307,67 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            if self._ddp is None:
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                stop = self._interrupt
             n += 1
-            if self._interrupt and self.out_dir is not None:
+            if stop and self.out_dir is not None:
                 partial = {"sums": dict(sums), "n": n,
                            "train_seconds": seconds + time.perf_counter() - start}
                 self._save_checkpoint(epoch, batch_idx + 1, epoch_state, partial)
                 raise TrainingInterrupted(self.out_dir, epoch, batch_idx + 1)
         seconds += time.perf_counter() - start
         return {name: value / max(n, 1) for name, value in sums.items()}, seconds
+
+    def _distributed_terms(self, u: torch.Tensor, p: torch.Tensor, ng: torch.Tensor
+                           ) -> Tuple[Dict[str, torch.Tensor], float]:
+        """This rank's loss terms on its contiguous share of a global batch, and that share.
+
+        The terms are scaled by ``world_size * share`` so that DDP's gradient
+        average over ranks equals the gradient of the global batch mean. A rank
+        whose share of a tiny last batch is empty runs the first triplet with
+        weight 0, so that it still joins the gradient all-reduce.
+        """
+        assert self._ddp is not None
+        world = self.dist.world_size
+        lo, hi = ddist.shard_bounds(u.numel(), self.dist.rank, world)
+        share = (hi - lo) / max(u.numel(), 1)
+        if hi == lo:
+            lo, hi = 0, 1
+        u, p, ng = (t[lo:hi].to(self.device) for t in (u, p, ng))
+        terms = self._ddp(u, p, ng)
+        return {name: value * (world * share) for name, value in terms.items()}, share
+
+    def _agree(self, terms: Dict[str, torch.Tensor], share: float, sums: Dict[str, float]
+               ) -> Tuple[List[str], bool]:
+        """One all-reduce per batch: the global batch's loss terms, non-finite terms, stop requests.
+
+        Adds the global batch means (``sum over ranks of share * term``) to
+        ``sums``, and returns the names of terms non-finite on any rank and
+        whether any rank asked to stop, so that all ranks take the same branch.
+        """
+        world = self.dist.world_size
+        names = list(terms)
+        local = [float(terms[k].detach()) / world for k in names]  # = share * unscaled term
+        finite = [math.isfinite(v) for v in local]
+        vec = torch.tensor([v if f else 0.0 for v, f in zip(local, finite)]
+                           + [0.0 if f else 1.0 for f in finite] + [float(self._interrupt)],
+                           dtype=torch.float64)
+        vec = ddist.all_reduce_sum(vec.to(ddist.collective_device())).cpu()
+        k = len(names)
+        bad = [name for name, flag in zip(names, vec[k:2 * k].tolist()) if flag > 0]
+        if not bad:
+            for name, value in zip(names, vec[:k].tolist()):
+                sums[name] = sums.get(name, 0.0) + value
+        return bad, bool(vec[-1] > 0)
+
+    def _stop_requested(self) -> bool:
+        """Whether Ctrl-C (or :meth:`request_stop`) came, on any rank."""
+        if not self.dist.enabled:
+            return self._interrupt
+        flag = torch.tensor([float(self._interrupt)], dtype=torch.float64)
+        return bool(ddist.all_reduce_sum(flag.to(ddist.collective_device())).cpu()[0] > 0)
 
     def _intact_note(self, epoch: int) -> str:
         if self.out_dir is None:
@@ -336,13 +407,16 @@ class Trainer:
                 else:
                     restore_rng_state(ck["rng"])
             elif resume:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                for name in RUN_FILES[1:]:
-                    (self.out_dir / name).unlink(missing_ok=True)
-                if not (self.out_dir / "config.yaml").is_file():
-                    dio.write_text(self.out_dir / "config.yaml", self.config_text)
+                if self.dist.is_main:
+                    self.out_dir.mkdir(parents=True, exist_ok=True)
+                    for name in RUN_FILES[1:]:
+                        (self.out_dir / name).unlink(missing_ok=True)
+                    if not (self.out_dir / "config.yaml").is_file():
+                        dio.write_text(self.out_dir / "config.yaml", self.config_text)
             else:
                 self._start_fresh()
+            # Every rank has read the checkpoint before rank 0 may write a new one.
+            ddist.barrier()
         handler_installed = False
         previous_handler: Any = None
         if self.out_dir is not None and threading.current_thread() is threading.main_thread():
@@ -357,8 +431,8 @@ class Trainer:
 
     def _run_epochs(self, generator: torch.Generator, resume_point: Optional[Dict[str, Any]]) -> None:
         cfg = self.cfg
-        bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=f"{cfg.model}", disable=not cfg.progress,
-                   file=sys.stderr)
+        bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=f"{cfg.model}",
+                   disable=not (cfg.progress and self.dist.is_main), file=sys.stderr)
         try:
             self._epoch_loop(generator, resume_point, bar)
         finally:
@@ -381,23 +455,24 @@ class Trainer:
             if value > early["best_value"]:
                 early.update(best_value=value, best_epoch=epoch, best_valid=dict(valid), stale=0)
                 self._best_state = copy.deepcopy(self.model.state_dict())
-                if self.out_dir is not None:
+                if self.out_dir is not None and self.dist.is_main:
                     dio.save_tensors(self.out_dir / "best.pt", self._best_state)
             else:
                 early["stale"] += 1
             self._epoch = epoch + 1
-            if self.out_dir is not None:
+            if self.out_dir is not None and self.dist.is_main:
                 self._write_history()
                 self._save_checkpoint(self._epoch, 0, generator.get_state())
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", **{cfg.valid_metric: f"{value:.4f}"},
                             best=f"{early['best_value']:.4f}@{early['best_epoch']}")
             more = self._epoch < cfg.epochs and early["stale"] < cfg.patience
-            if self._interrupt and self.out_dir is not None and more:
+            if self._stop_requested() and self.out_dir is not None and more:
                 raise TrainingInterrupted(self.out_dir, self._epoch, 0)
 
     def _finish(self) -> Dict[str, Any]:
         cfg = self.cfg
+        identical = ddist.params_identical(self.model) if self.dist.enabled else True
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         # Test is read once, at the epoch chosen on validation.
@@ -416,8 +491,16 @@ class Trainer:
             "eval_seconds": float(np.mean([r["eval_seconds"] for r in self.history])) if seconds else 0.0,
             "environment": environment(),
         }
-        if self.out_dir is not None:
+        if self.dist.enabled:
+            result["distributed"] = {
+                "world_size": self.dist.world_size,
+                "backend": torch.distributed.get_backend(),
+                "params_identical_across_ranks": bool(identical),
+                "triplets_per_second": float(self.sampler.users.numel() / np.mean(seconds)) if seconds else 0.0,
+            }
+        if self.out_dir is not None and self.dist.is_main:
             dio.write_json(self.out_dir / "metrics.json", result)
+        ddist.barrier()
         return result
 
     def _write_history(self) -> None:

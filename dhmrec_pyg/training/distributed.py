@@ -1,0 +1,233 @@
+"""Multi-process training with ``torch.distributed`` (DistributedDataParallel).
+
+Launch with ``torchrun --nproc_per_node=N -m dhmrec_pyg.cli train ...`` or
+``dhmrec train --nproc N`` (which runs ``torch.distributed.run`` for you).
+torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``; :func:`init_from_env` reads them and opens the process group
+(NCCL on CUDA, gloo on the CPU). Without them (or with ``WORLD_SIZE=1``)
+nothing here changes the single-process behaviour.
+
+The scheme, in short:
+
+- every rank builds the same model from the same seed, and DDP broadcasts
+  rank 0's parameters once at wrap time;
+- every rank draws the *same* epoch (permutation and negatives) from the same
+  seeded generator, so generator-driven pre-epoch work (DHMRec's and FREEDOM's
+  degree-sensitive pruning) gives every rank the same graph, and then trains on
+  its contiguous share of each global mini-batch (:func:`shard_bounds`); the
+  global batch size is unchanged;
+- each rank's loss is scaled by ``world_size * n_rank / batch`` so that DDP's
+  gradient *average* equals the gradient of the single-process batch mean,
+  also for the uneven last batch (exact for per-triplet terms such as BPR and
+  the L2 penalty; batch-level terms such as a contrastive loss over the batch
+  become the size-weighted mean of the shards' values);
+- evaluation shards the evaluated users over ranks and all-reduces the metric
+  sums (:meth:`FullRankingEvaluator.evaluate`), so metrics equal the
+  single-process computation up to floating-point summation order;
+- only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size`` (``0`` of ``1`` when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (1 when unset)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def current() -> DistInfo:
+    """The process group's rank and size, or ``DistInfo()`` when no group is open."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def is_main_process() -> bool:
+    """True on rank 0 and in single-process runs."""
+    return current().is_main
+
+
+def init_from_env(device: str = "auto") -> DistInfo:
+    """Open the default process group when torchrun's variables ask for more than one process.
+
+    Args:
+        device: the run's device setting; ``"cpu"`` forces gloo even where CUDA exists.
+
+    Returns:
+        This process's :class:`DistInfo` (``DistInfo()`` for a single process).
+    """
+    if env_world_size() <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return current()
+
+
+def shutdown() -> None:
+    """Close the default process group if this module (or anyone) opened one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for a single process)."""
+    if current().enabled:
+        dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks.
+
+    For pre-training work that writes caches (generated demo data, processed
+    datasets, KNN item graphs): rank 0 builds and caches them, the other ranks
+    then read rank 0's files, so every rank sees the same graph and no two
+    processes write the same cache at once. A no-op for a single process.
+    """
+    info = current()
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if info.enabled and info.is_main:
+            dist.barrier()
+
+
+def broadcast_text(text: Optional[str], src: int = 0) -> Optional[str]:
+    """Rank ``src``'s ``text`` (or ``None``) on every rank; unchanged for a single process.
+
+    Sent as UTF-8 bytes in a tensor, not with ``broadcast_object_list`` (which pickles).
+    """
+    if not current().enabled:
+        return text
+    dev = collective_device()
+    data = b"" if text is None else text.encode("utf-8")
+    head = torch.tensor([-1 if text is None else len(data)], dtype=torch.long, device=dev)
+    dist.broadcast(head, src=src)
+    size = int(head.item())
+    if size <= 0:
+        return None if size < 0 else ""
+    buf = (torch.tensor(list(data), dtype=torch.uint8, device=dev) if current().rank == src
+           else torch.empty(size, dtype=torch.uint8, device=dev))
+    dist.broadcast(buf, src=src)
+    return bytes(buf.cpu().tolist()).decode("utf-8")
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks in place (no-op for a single process); returns it."""
+    if current().enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def collective_device() -> torch.device:
+    """Device for tensors passed to collectives: the local GPU under NCCL, else the CPU."""
+    if current().enabled and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> Tuple[int, int]:
+    """``[start, end)`` of rank's contiguous share of ``n`` items (sizes differ by at most one)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class LossModule(nn.Module):
+    """Wraps a recommender so that DDP sees its loss computation as ``forward``.
+
+    DDP only hooks the gradients of what runs inside the wrapped module's
+    ``forward``; a model's :meth:`~dhmrec_pyg.models.Recommender.loss` is that
+    computation (the full-graph propagation plus the batch's loss terms).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:  # noqa: D102
+        return self.model.loss(users, pos_items, neg_items)
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel(LossModule(model))`` for the current process group.
+
+    ``broadcast_buffers=False``: buffers (sparse adjacencies, pruned graphs) are
+    rebuilt identically on every rank from the data and the shared generator,
+    and sparse tensors cannot be broadcast. ``find_unused_parameters=True``:
+    some models leave parameters without gradient on some steps (ablations,
+    frozen branches).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    kwargs: Dict[str, Any] = {"broadcast_buffers": False, "find_unused_parameters": True}
+    if device.type == "cuda":
+        kwargs.update(device_ids=[device.index], output_device=device.index)
+    with warnings.catch_warnings():
+        # Newer torch deprecates broadcast_buffers, but its replacement still syncs buffers at init.
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(LossModule(model), **kwargs)
+
+
+def params_identical(model: nn.Module) -> bool:
+    """Whether every rank holds bit-identical parameters (all-gathers them; True for one process)."""
+    info = current()
+    if not info.enabled:
+        return True
+    dev = collective_device()
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()]).to(dev)
+    gathered = [torch.empty_like(flat) for _ in range(info.world_size)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> List[str]:
+    """The ``python -m torch.distributed.run`` command that runs ``dhmrec <argv>`` on ``nproc`` processes.
+
+    ``--standalone`` rendezvous picks a free local port, so concurrent runs do not clash.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
+            "-m", "dhmrec_pyg.cli", *argv]
+
+
+def launch(nproc: int, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> int:
+    """Run ``dhmrec <argv>`` on ``nproc`` local processes under torchrun; return its exit code."""
+    return subprocess.call(torchrun_command(nproc, argv), env=env)
