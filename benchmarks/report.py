@@ -8,6 +8,7 @@ written by a benchmark script, next to the command that produced it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def accuracy_table() -> list[str]:
         t = report["selected_test"]
         ref = REFERENCE.get((report["dataset"], report["model"]))
         ref_cell = f"{ref[0]:.4f} / {ref[1]:.4f} ({ref[2]})" if ref else ""
-        params = ", ".join(f"{k}={v}" for k, v in report["best_params"].items() if k != "seed")
-        params = params or "single point (see command)"
+        chosen = [f"{k}={v}" for k, v in report["best_params"].items() if k != "seed"]
+        fixed = [s for s in re.findall(r"--set (\S+)", report["command"]) if not s.startswith("knn_cache_dir")]
+        params = ", ".join(chosen + [f for f in fixed if f.split("=")[0] not in report["best_params"]])
         if "note" in report:
             params += f" ({report['note'].split(';')[0]})"
         rows.append(
