@@ -1,7 +1,7 @@
 """Models: DHMRec and the baselines it is compared with."""
 from typing import Dict, Type
 
-from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import ItemGraphConfig, ModelConfig, Recommender, bpr_loss, l2_reg
 from dhmrec_pyg.models.bpr import BPRMF, BPRConfig
 from dhmrec_pyg.models.dhmrec import DHMRec, DHMRecConfig
 from dhmrec_pyg.models.freedom import FREEDOM, FREEDOMConfig
@@ -29,6 +29,7 @@ __all__ = [
     "LightGCN",
     "LightGCNConfig",
     "MODELS",
+    "ItemGraphConfig",
     "ModelConfig",
     "Recommender",
     "bpr_loss",

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
+
+from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 
 EDGE = ("user", "interacts", "item")
 
@@ -22,6 +25,45 @@ class ModelConfig:
 
     embedding_dim: int = 64
     reg_weight: float = 1e-4
+
+
+@dataclass
+class ItemGraphConfig(ModelConfig):
+    """Options shared by the models that propagate over user-item and KNN item-item graphs
+    (DHMRec, FREEDOM).
+
+    Attributes:
+        num_ui_layers: propagation hops over the user-item graph (FREEDOM's 2).
+        num_ii_layers: hops over the item-item graphs (FREEDOM's 1).
+        knn_k: neighbours per item in the item-item KNN graphs (10).
+        visual_modality: which modality is visual-like (weighted by ``beta`` /
+            ``image_weight`` in the mixed graph); empty: guessed by name.
+        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM's
+            top-k over the full similarity matrix includes the item itself).
+        knn_exact_max_items: above this many items the KNN search is approximate.
+        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` next
+            to the data when the ``HeteroData`` records its ``folder``; ``""``
+            or ``"none"``: no cache.
+        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
+    """
+
+    num_ui_layers: int = 2
+    num_ii_layers: int = 1
+    knn_k: int = 10
+    visual_modality: str = ""
+    knn_self_loops: bool = True
+    knn_exact_max_items: int = EXACT_MAX_ITEMS
+    knn_cache_dir: str = "auto"
+    sparse_layout: str = "csr"
+
+    def knn_cache_path(self, data: HeteroData) -> Optional[Path]:
+        """The KNN cache folder this config asks for, or ``None`` for no cache."""
+        if self.knn_cache_dir.lower() in ("", "none"):
+            return None
+        if self.knn_cache_dir == "auto":
+            folder = getattr(data, "folder", None)
+            return Path(folder) / "knn_cache" if folder else None
+        return Path(self.knn_cache_dir)
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:

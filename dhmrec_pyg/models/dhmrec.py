@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities, l2_reg
+from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss, item_modalities, l2_reg
 from dhmrec_pyg.nn.alignment import interaction_kl
 from dhmrec_pyg.nn.attention import ATTENTION_MODES, PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
@@ -21,7 +20,6 @@ from dhmrec_pyg.nn.item_graph import (
     build_item_graphs,
     user_item_adjacency,
 )
-from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
@@ -29,8 +27,11 @@ FUSIONS = ("attention", "mean")
 
 
 @dataclass
-class DHMRecConfig(ModelConfig):
+class DHMRecConfig(ItemGraphConfig):
     """DHMRec hyper-parameters (paper defaults; SPEC.md for the ones it leaves open).
+
+    Options shared with FREEDOM / DHMRec (layers, KNN graphs, cache, layout) are those of
+    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`.
 
     Attributes:
         embedding_dim: :math:`d_k` (64).
@@ -38,17 +39,7 @@ class DHMRecConfig(ModelConfig):
             1e-2, from the paper's grid: on TikTok it lifted validation Recall@20
             from 0.071 (1e-4) to 0.100 at alpha_mm 0.8, because the layer-normalised
             multimodal embeddings otherwise dwarf the ID embeddings.
-        num_ui_layers: user-item propagation hops :math:`L` (not in the paper;
-            FREEDOM's 2).
-        num_ii_layers: item-item hops :math:`l` (not in the paper; FREEDOM's 1).
-        knn_k: neighbours per item in the item-item graphs (10).
         beta: weight of the visual-like modality in the common item-item graph (0.1).
-        visual_modality: which modality is visual-like; empty: guessed by name.
-        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM).
-        knn_exact_max_items: above this many items the KNN search is approximate.
-        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` next
-            to the data when the ``HeteroData`` records its ``folder``; ``""``
-            or ``"none"``: no cache.
         keep_ratio: share of edges the ID view keeps each epoch (degree-sensitive
             pruning; FREEDOM's ``dropout`` 0.8 is 0.2 here).
         alpha_mm: :math:`\\alpha_{mm}` of equation (22) (0.8, the paper's Baby value).
@@ -59,19 +50,11 @@ class DHMRecConfig(ModelConfig):
         attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
         kl_align: ``False`` is the *w/o KL* ablation.
         item_graphs: ``False`` is the *w/o II* ablation.
-        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
     embedding_dim: int = 64
     reg_weight: float = 1e-2
-    num_ui_layers: int = 2
-    num_ii_layers: int = 1
-    knn_k: int = 10
     beta: float = 0.1
-    visual_modality: str = ""
-    knn_self_loops: bool = True
-    knn_exact_max_items: int = EXACT_MAX_ITEMS
-    knn_cache_dir: str = "auto"
     keep_ratio: float = 0.2
     alpha_mm: float = 0.8
     gamma_dis: float = 0.1
@@ -81,7 +64,6 @@ class DHMRecConfig(ModelConfig):
     attention: str = "posneg"
     kl_align: bool = True
     item_graphs: bool = True
-    sparse_layout: str = "csr"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -126,15 +108,6 @@ class DHMRecOutput(NamedTuple):
     item_mm: Tensor
     views: List[Tensor]
     codes: DisentangledCodes
-
-
-def _resolve_cache_dir(setting: str, data: HeteroData) -> Optional[Path]:
-    if setting.lower() in ("", "none"):
-        return None
-    if setting == "auto":
-        folder = getattr(data, "folder", None)
-        return Path(folder) / "knn_cache" if folder else None
-    return Path(setting)
 
 
 class DHMRec(Recommender):
@@ -233,7 +206,7 @@ class DHMRec(Recommender):
             graphs = build_item_graphs(
                 data, k=config.knn_k, beta=config.beta, visual_modality=config.visual_modality or None,
                 include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
-                cache_dir=_resolve_cache_dir(config.knn_cache_dir, data),
+                cache_dir=config.knn_cache_path(data),
             )
             for view in self.view_names:
                 store = graphs["item", f"similar_{view}", "item"]

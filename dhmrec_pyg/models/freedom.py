@@ -8,56 +8,39 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities
-from dhmrec_pyg.models.dhmrec import _resolve_cache_dir
+from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss, item_modalities
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import COMMON_VIEW, ItemGraphPropagation, build_item_graphs
-from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 
 @dataclass
-class FREEDOMConfig(ModelConfig):
+class FREEDOMConfig(ItemGraphConfig):
     """FREEDOM hyper-parameters (defaults: the public code's ``FREEDOM.yaml``).
+
+    Options shared with FREEDOM / DHMRec (layers, KNN graphs, cache, layout) are those of
+    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`.
 
     Attributes:
         embedding_dim: size of ID embeddings and of the projected features (64).
         reg_weight: weight of the modality BPR terms (FREEDOM's ``reg_weight``,
             grid {0, 1e-5, 1e-4, 1e-3}; the public config fixes no single
             value, 1e-4 here; tune it on validation).
-        num_ui_layers: LightGCN hops over the user-item graph (``n_ui_layers`` 2).
-        num_ii_layers: hops over the frozen item-item graph (``n_mm_layers`` 1).
-        knn_k: neighbours per item in each modality's KNN graph (10).
         image_weight: weight of the visual-like modality in the mixed item-item
             graph (``mm_image_weight`` 0.1); see
             :func:`~dhmrec_pyg.nn.item_graph.common_view_weights`.
-        visual_modality: which modality is visual-like; empty: guessed by name.
-        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM's
-            top-k over the full similarity matrix includes the item itself).
-        knn_exact_max_items: above this many items the KNN search is approximate.
-        knn_cache_dir: KNN cache folder (``"auto"``, ``""``/``"none"`` or a path,
-            as for DHMRec).
         dropout: share of user-item edges pruned each epoch (0.8; grid {0.8, 0.9});
             0 disables the pruning.
         trainable_features: fine-tune the raw item features through the modality
             BPR terms (the public code loads them with ``freeze=False``).
-        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
     embedding_dim: int = 64
     reg_weight: float = 1e-4
-    num_ui_layers: int = 2
-    num_ii_layers: int = 1
-    knn_k: int = 10
     image_weight: float = 0.1
-    visual_modality: str = ""
-    knn_self_loops: bool = True
-    knn_exact_max_items: int = EXACT_MAX_ITEMS
-    knn_cache_dir: str = "auto"
     dropout: float = 0.8
     trainable_features: bool = True
-    sparse_layout: str = "csr"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
@@ -186,7 +169,7 @@ class FREEDOM(Recommender):
         graphs = build_item_graphs(
             data, k=config.knn_k, beta=config.image_weight, visual_modality=config.visual_modality or None,
             include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
-            cache_dir=_resolve_cache_dir(config.knn_cache_dir, data),
+            cache_dir=config.knn_cache_path(data),
         )
         store = graphs["item", f"similar_{COMMON_VIEW}", "item"]
         self.register_adjacency(
