@@ -121,7 +121,9 @@ def main() -> int:
         print(f"{readme}: no results markers", file=sys.stderr)
         return 1
     body = ["", "Test metrics at the epoch and hyper-parameters selected on validation Recall@20 "
-            "(machine and versions in each `benchmarks/results/*.md`).", ""]
+            "(machine and versions in each `benchmarks/results/*.md`). The s/epoch column was measured "
+            "with one torch thread on a 2-core machine shared by up to six jobs: compare speeds only "
+            "within one benchmark file.", ""]
     body += accuracy_table() + ablation_table() + propagation_table() + [""]
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
