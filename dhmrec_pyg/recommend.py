@@ -13,18 +13,11 @@ from torch import Tensor
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.models.base import Recommender
 from dhmrec_pyg.training.config import ConfigError
+from dhmrec_pyg.training.evaluate import csr_index, gather_rows
 
 #: Above this many items, top-K search goes through a faiss inner-product index
 #: instead of a dense users x items score matrix.
 FAISS_MIN_ITEMS = 100_000
-
-
-def _train_csr(edge_index: Tensor, num_users: int) -> Tuple[np.ndarray, np.ndarray]:
-    users, items = edge_index[0].cpu().numpy(), edge_index[1].cpu().numpy()
-    order = np.argsort(users, kind="stable")
-    rowptr = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=num_users), out=rowptr[1:])
-    return rowptr, items[order]
 
 
 @torch.no_grad()
@@ -68,23 +61,21 @@ def recommend(
     bad = all_users[(all_users < 0) | (all_users >= num_users)]
     if bad.size:
         raise ConfigError(f"user id {int(bad[0])} is out of range (0..{num_users - 1})")
-    rowptr, seen = _train_csr(train_edge_index, num_users)
+    rowptr, seen = csr_index(train_edge_index.cpu(), num_users)
     inner_product = type(model).score is Recommender.score
     if use_faiss is None:
         use_faiss = inner_product and num_items >= FAISS_MIN_ITEMS
     if use_faiss and not inner_product:
         raise ConfigError(f"{type(model).__name__} does not score by inner product: faiss search is not exact")
     if use_faiss:
-        return _recommend_faiss(user_emb, item_emb, all_users, rowptr, seen, k)
+        return _recommend_faiss(user_emb, item_emb, all_users, rowptr.numpy(), seen.numpy(), k)
     out_items = np.empty((all_users.size, k), dtype=np.int64)
     out_scores = np.empty((all_users.size, k), dtype=np.float32)
     for start in range(0, all_users.size, batch_size):
         batch = all_users[start : start + batch_size]
         scores = model.score(user_emb[torch.from_numpy(batch).to(user_emb.device)], item_emb)
-        counts = rowptr[batch + 1] - rowptr[batch]
-        rows = np.repeat(np.arange(batch.size), counts)
-        cols = np.concatenate([seen[rowptr[u] : rowptr[u + 1]] for u in batch]) if rows.size else rows
-        scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -float("inf")
+        rows, cols = gather_rows(rowptr, seen, torch.from_numpy(batch))
+        scores[rows.to(scores.device), cols.to(scores.device)] = -float("inf")
         top = torch.topk(scores, k, dim=1)
         out_items[start : start + batch.size] = top.indices.cpu().numpy()
         out_scores[start : start + batch.size] = top.values.float().cpu().numpy()

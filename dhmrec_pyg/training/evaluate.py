@@ -23,7 +23,7 @@ _METRICS = {
 }
 
 
-def _csr(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+def csr_index(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
     """Row pointer and sorted columns of a ``[2, E]`` index."""
     order = torch.argsort(edge_index[0], stable=True)
     rows, cols = edge_index[0][order], edge_index[1][order]
@@ -32,7 +32,7 @@ def _csr(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
     return rowptr, cols
 
 
-def _gather_rows(rowptr: Tensor, cols: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+def gather_rows(rowptr: Tensor, cols: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     """``(local_row, col)`` pairs of the given rows of a CSR index."""
     starts, ends = rowptr[rows], rowptr[rows + 1]
     counts = ends - starts
@@ -91,8 +91,8 @@ class FullRankingEvaluator:
         self.batch_size = int(batch_size)
         train, target = train_edge_index.cpu(), target_edge_index.cpu()
         self.users = evaluation_users(train, target, self.num_users)
-        self.train_rowptr, self.train_cols = _csr(train, self.num_users)
-        self.target_rowptr, self.target_cols = _csr(target, self.num_users)
+        self.train_rowptr, self.train_cols = csr_index(train, self.num_users)
+        self.target_rowptr, self.target_cols = csr_index(target, self.num_users)
 
     def metric_names(self) -> list[str]:
         """Keys of the dictionary returned by :meth:`evaluate`, e.g. ``recall@20``."""
@@ -161,7 +161,7 @@ class FullRankingEvaluator:
             return
         scores = self.scores(user_emb, item_emb, users, score_fn)
         top = torch.topk(scores, min(self.ks[-1], self.num_items), dim=1).indices
-        local, cols = _gather_rows(self.target_rowptr, self.target_cols, users)
+        local, cols = gather_rows(self.target_rowptr, self.target_cols, users)
         collection.update(top, torch.stack([local, cols]).to(top.device))
 
     def scores(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, score_fn=None) -> Tensor:
@@ -169,7 +169,7 @@ class FullRankingEvaluator:
         dev = user_emb.device
         u = user_emb[users.to(dev)]
         scores = score_fn(u, item_emb) if score_fn is not None else u @ item_emb.t()
-        local, cols = _gather_rows(self.train_rowptr, self.train_cols, users)
+        local, cols = gather_rows(self.train_rowptr, self.train_cols, users)
         scores[local.to(dev), cols.to(dev)] = float("-inf")
         return scores
 
