@@ -65,8 +65,8 @@ def inter_bytes(draw) -> bytes:
                 break
             r = draw(st.integers(0, len(rows) - 1))
             action = draw(st.sampled_from(["token", "drop", "add", "dup", "label", "header"]))
-            if action == "token":
-                rows[r][draw(st.integers(0, len(cols) - 1))] = draw(token)
+            if action == "token" and rows[r]:
+                rows[r][draw(st.integers(0, len(rows[r]) - 1))] = draw(token)
             elif action == "drop":
                 rows[r] = rows[r][:-1]
             elif action == "add":
@@ -76,7 +76,8 @@ def inter_bytes(draw) -> bytes:
             elif action == "label" and "x_label" in cols:
                 j = cols.index("x_label")
                 for row in rows:
-                    row[j] = draw(st.sampled_from(["1", "2"]))
+                    if j < len(row):  # an earlier "drop" may have shortened this row
+                        row[j] = draw(st.sampled_from(["1", "2"]))
             else:
                 cols = list(cols)
                 cols[draw(st.integers(0, len(cols) - 1))] = draw(st.sampled_from(COLUMNS + ["user_id", ""]))
