@@ -1,0 +1,478 @@
+"""Speed and memory of every model at the paper's Baby, Sports and Clothing scales.
+
+    python -m benchmarks.speed --datasets baby,sports,clothing \
+        --models dhmrec,freedom,lgmrec,lightgcn,bpr [--device cpu|cuda] [--batches 10] [--out DIR]
+
+For every (dataset, model) pair, in a fresh subprocess of its own (so that peak
+memory does not mix between pairs and a crash of one is reported, not fatal):
+
+* **build s**: building the model from the training graph, with its KNN item-item
+  graphs for the multimodal models (one-off, before training; no KNN cache);
+* **s/epoch**: one training epoch run by the library's own
+  :class:`~dhmrec_pyg.training.trainer.Trainer` loop (the per-epoch hook
+  ``on_epoch_start``, the BPR sampler, forward, loss, backward and Adam step per
+  mini-batch of 2048 triplets). To keep the run short only ``--batches`` batches
+  are timed, after ``--warmup`` batches in a warm-up epoch: s/epoch = hook +
+  epoch sampling + mean s/batch x batches per epoch;
+* **s/eval**: one full-ranking evaluation over the validation users with the
+  library's :class:`~dhmrec_pyg.training.evaluate.FullRankingEvaluator`
+  (final embeddings + scoring all items + top-50 metrics), as the trainer runs it
+  after each epoch;
+* **peak MiB**: peak resident memory of the subprocess (``ru_maxrss``; it includes
+  the Python interpreter, torch, the data and the features); with ``--device cuda``
+  also ``torch.cuda.max_memory_allocated``.
+
+Data: ``baby`` and ``sports`` are the real interactions under ``--data-root``
+(``../shared/data``; skipped with a message when absent) with seeded random float32
+item features of the paper's shapes (``x_image`` 4096-d, ``x_text`` 384-d);
+``clothing`` is the ``synthetic-clothing`` profile (the paper's users, items,
+interactions and feature widths), materialised once under ``--synthetic-root``.
+Any ``synthetic-<profile>`` name (e.g. ``synthetic-tiny``, for tests) is accepted.
+
+Writes ``speed.json`` and ``speed.md`` to ``--out`` (default ``benchmarks/results``),
+with the machine (CPU, cores, GPU) and the versions of torch, PyG and faiss.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_SYNTHETIC = REPO / "data"
+DEFAULT_DATASETS = "baby,sports,clothing"
+DEFAULT_MODELS = "dhmrec,freedom,lgmrec,lightgcn,bpr"
+
+#: Where each paper dataset comes from: real interactions, or a synthetic profile.
+SOURCES = {"baby": "real", "sports": "real", "clothing": "synthetic-clothing"}
+
+#: Random item features attached to real datasets without features (the paper's shapes).
+PAPER_FEATURES = {"image": 4096, "text": 384}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+def dataset_source(name: str) -> Tuple[str, str]:
+    """``("real", name)`` or ``("synthetic", profile)`` for a dataset name."""
+    from dhmrec_pyg.data.synthetic import synthetic_profile_of
+
+    src = SOURCES.get(name.lower(), "real")
+    if src != "real":
+        name = src
+    profile = synthetic_profile_of(name)
+    if profile is not None and name.lower() != "demo":
+        return "synthetic", profile
+    return "real", name
+
+
+def prepare_dataset(name: str, data_root: Path, synthetic_root: Path) -> Tuple[Optional[Path], str]:
+    """The folder a worker loads for ``name`` (materialising a synthetic profile once), and a note.
+
+    Returns ``(None, reason)`` when the dataset is not available.
+    """
+    kind, what = dataset_source(name)
+    if kind == "synthetic":
+        from dhmrec_pyg.data.synthetic import materialise_synthetic
+
+        synthetic_root.mkdir(parents=True, exist_ok=True)
+        folder = materialise_synthetic(what, synthetic_root, seed=0)
+        return folder, f"synthetic profile '{what}' (seed 0), its own features"
+    folder = data_root / what
+    if not folder.is_dir():
+        return None, f"{folder} not found (the real {what} interactions are needed)"
+    return folder, "real interactions"
+
+
+def attach_random_features(data: Any, dims: Dict[str, int], seed: int) -> List[str]:
+    """Attach seeded random float32 ``x_<m>`` item features when the data has none; their names."""
+    import numpy as np
+    import torch
+
+    if any(k.startswith("x_") for k in data["item"].keys()):
+        return []
+    n = int(data["item"].num_nodes)
+    rng = np.random.default_rng(seed)
+    for m in sorted(dims):
+        data["item"][f"x_{m}"] = torch.from_numpy(rng.standard_normal((n, int(dims[m])), dtype=np.float32))
+    return sorted(dims)
+
+
+class TimedSampler:
+    """Wraps a :class:`~dhmrec_pyg.training.sampler.BPRSampler`: stops an epoch after
+    ``limit`` batches and records how long the trainer's loop body took for each batch
+    (the time from handing a batch out to being asked for the next one)."""
+
+    def __init__(self, inner: Any, limit: int, cuda: bool) -> None:
+        self.inner, self.limit, self.cuda = inner, int(limit), cuda
+        self.batch_seconds: List[float] = []
+        self.sampling_seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def epoch(self, generator: Any) -> Iterator[Any]:
+        self.batch_seconds = []
+        start = time.perf_counter()
+        for k, batch in enumerate(self.inner.epoch(generator)):
+            if k == 0:  # the sampler draws the whole epoch (shuffle + negatives) up front
+                self.sampling_seconds = time.perf_counter() - start
+            if k >= self.limit:
+                return
+            self._sync()
+            t = time.perf_counter()
+            yield batch
+            self._sync()
+            self.batch_seconds.append(time.perf_counter() - t)
+
+
+# ---------------------------------------------------------------------------- worker
+def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Build, train a few batches and evaluate one model on one dataset; the measurements."""
+    import torch
+
+    threads = int(spec["threads"])
+    if threads > 0:
+        torch.set_num_threads(threads)
+    from dhmrec_pyg.data import load_mmrec
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.training.config import TrainConfig, apply_overrides
+    from dhmrec_pyg.training.trainer import Trainer, build_model, evaluate_model, resolve_device, seed_everything
+
+    base_rss = _rss_mib()
+    device = resolve_device(spec["device"])
+    cuda = device.type == "cuda"
+    model_name = spec["model"]
+    cls = MODELS[model_name]
+    train_cfg = TrainConfig(model=model_name, dataset=spec["dataset"], device=str(device), progress=False,
+                            seed=int(spec["seed"]))
+    model_fields = set(getattr(cls.config_class, "__dataclass_fields__", {}))
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    sets, ignored = [], []
+    for pair in spec.get("sets", []):  # a model option applies to the models that have it
+        section, _, key = pair.split("=", 1)[0].strip().rpartition(".")
+        known = key in model_fields or (section != "model" and key in train_fields)
+        (sets if known else ignored).append(pair)
+    if "knn_cache_dir" in model_fields and not any(s.split("=", 1)[0].strip().endswith("knn_cache_dir")
+                                                   for s in sets):
+        sets.insert(0, "knn_cache_dir=none")  # time the KNN build, never read or write a cache
+    train_cfg, model_cfg = apply_overrides(train_cfg, {}, cls.config_class, sets)
+
+    t0 = time.perf_counter()
+    data = load_mmrec(Path(spec["folder"]))
+    random_features = attach_random_features(data, spec["feature_dims"], int(spec["seed"])) \
+        if spec["random_features"] else []
+    load_s = time.perf_counter() - t0
+    store = data[EDGE]
+    shape = {"users": int(data["user"].num_nodes), "items": int(data["item"].num_nodes),
+             "train_interactions": int(store.edge_index.size(1)),
+             "features": {k[2:]: int(data["item"][k].size(1)) for k in sorted(data["item"].keys())
+                          if k.startswith("x_")}}
+
+    seed_everything(train_cfg.seed)
+    t0 = time.perf_counter()
+    model = build_model(model_name, data, model_cfg)
+    build_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = Trainer(model, data, train_cfg, out_dir=None, model_config=model_cfg)
+    sampler = TimedSampler(trainer.sampler, int(spec["warmup"]), cuda)
+    trainer.sampler = sampler  # type: ignore[assignment]
+    hook_seconds: List[float] = []
+    hook = trainer.model.on_epoch_start
+
+    def timed_hook(epoch: int, generator: torch.Generator) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        hook(epoch, generator)
+        if cuda:
+            torch.cuda.synchronize()
+        hook_seconds.append(time.perf_counter() - t)
+
+    trainer.model.on_epoch_start = timed_hook  # type: ignore[method-assign]
+    generator = torch.Generator().manual_seed(train_cfg.seed)
+    trainer._train_epoch(0, generator)  # warm-up epoch: hook + `warmup` batches
+    sampler.limit = int(spec["batches"])
+    losses, _ = trainer._train_epoch(1, generator)  # timed epoch: hook + `batches` batches
+    batch_s = list(sampler.batch_seconds)
+    n_batches = len(sampler.inner)
+    per_batch = statistics.fmean(batch_s)
+    epoch_s = hook_seconds[-1] + sampler.sampling_seconds + per_batch * n_batches
+
+    evaluator = trainer.evaluators["val"]
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    valid = evaluate_model(trainer.model, evaluator)
+    if cuda:
+        torch.cuda.synchronize()
+    eval_s = time.perf_counter() - t0
+
+    out: Dict[str, Any] = {
+        "status": "ok",
+        "shape": shape,
+        "random_features": random_features,
+        "model_config": dataclasses.asdict(model_cfg),
+        "batch_size": int(train_cfg.batch_size),
+        "ignored_sets": ignored,
+        "parameters": int(params),
+        "load_seconds": load_s,
+        "build_seconds": build_s,
+        "hook_seconds": hook_seconds[-1],
+        "sampling_seconds": sampler.sampling_seconds,
+        "batch_seconds": batch_s,
+        "timed_batches": len(batch_s),
+        "seconds_per_batch": per_batch,
+        "batches_per_epoch": n_batches,
+        "seconds_per_epoch": epoch_s,
+        "eval_seconds": eval_s,
+        "eval_users": int(evaluator.users.numel()),
+        "loss": float(losses.get("loss", float("nan"))),
+        "valid_recall@20": float(valid.get("recall@20", float("nan"))),
+        "base_rss_mib": base_rss,
+        "peak_rss_mib": _rss_mib(),
+    }
+    if cuda:
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+# ---------------------------------------------------------------------------- driver
+def _run_pair(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Run one worker subprocess; its measurements, or an error row."""
+    env = dict(os.environ)
+    threads = int(spec["threads"])
+    if threads > 0:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    with tempfile.TemporaryDirectory(prefix="speed_") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "benchmarks.speed", "--worker", str(spec_path), str(result_path)]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"status": "error", "error": f"timed out after {timeout:.0f} s",
+                    "wall_seconds": time.perf_counter() - start}
+        wall = time.perf_counter() - start
+        if proc.returncode == 0 and result_path.is_file():
+            out = json.loads(result_path.read_text())
+            out["wall_seconds"] = wall
+            return out
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+        return {"status": "error", "error": f"exit code {proc.returncode}", "stderr_tail": tail,
+                "wall_seconds": wall}
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}" if value >= 0.01 else f"{value:.4f}"
+
+
+def _span(values: List[float]) -> str:
+    lo, hi = f"{min(values):.0f}", f"{max(values):.0f}"
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    """The ``speed.md`` table."""
+    env = result["environment"]
+    s = result["settings"]
+    cuda = s["device"].startswith("cuda")
+    lines = [
+        "# Training and evaluation speed at the paper's scales", "",
+        f"Command: `{result['command']}`", "",
+        f"Device **{s['device']}**, {s['threads'] or 'default'} torch thread(s). s/epoch = per-epoch hook + "
+        f"epoch sampling + mean s/batch over {s['batches']} timed batches (after {s['warmup']} warm-up "
+        f"batches) x batches per epoch (batch {s['batch_size']}), through the library's Trainer loop; "
+        "not a full epoch. s/eval: one full-ranking evaluation over the validation users (embeddings, "
+        "scores for all items, top-50 metrics). Build: model construction incl. the KNN item-item graphs "
+        "(one-off, not in s/epoch, no KNN cache). Peak MiB: peak RSS of a fresh process per row "
+        "(interpreter, torch, data and features included)" + ("; GPU MiB: torch.cuda.max_memory_allocated."
+                                                            if cuda else "."),
+        "",
+    ]
+    head = "| dataset | model | s/epoch | x FREEDOM | s/batch | batches/epoch | s/eval | peak MiB |"
+    sep = "|---|---|---|---|---|---|---|---|"
+    if cuda:
+        head += " GPU MiB |"
+        sep += "---|"
+    lines += [head + " build s |", sep + "---|"]
+    for row in result["rows"]:
+        r = row
+        if r["status"] != "ok":
+            msg = r.get("error", r["status"])
+            cells = [r["dataset"], r["model"], f"{r['status']}: {msg}"] + [""] * (6 + cuda)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        ratio = r.get("ratio_to_freedom")
+        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), _fmt(ratio) if ratio else "-",
+                 _fmt(r["seconds_per_batch"], 3), str(r["batches_per_epoch"]), _fmt(r["eval_seconds"]),
+                 f"{r['peak_rss_mib']:.0f}"]
+        if cuda:
+            cells.append(f"{r.get('peak_cuda_mib', 0):.0f}")
+        cells.append(_fmt(r["build_seconds"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    base = [r["base_rss_mib"] for r in result["rows"] if r["status"] == "ok"]
+    if base:
+        lines += [f"Peak MiB includes {_span(base)} MiB of the interpreter with torch and PyG "
+                  "loaded (before any data), and the item features, which ID-only models load but do not use.",
+                  ""]
+    for name, d in result["datasets"].items():
+        shape = d.get("shape")
+        desc = f"- **{name}**: {d['note']}"
+        if shape:
+            feats = ", ".join(f"{m} {w}-d" for m, w in shape["features"].items()) or "none"
+            desc += (f"; {shape['users']:,} users, {shape['items']:,} items, {shape['train_interactions']:,} "
+                     f"training interactions; features: {feats}")
+        lines.append(desc)
+    lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores, GPU {env['gpu']}; python {env['python']}, "
+              f"torch {env['torch']}, PyG {env['torch_geometric']}, faiss {env['faiss']}, numpy {env['numpy']}. "
+              f"Total wall time {result['wall_seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the benchmark (one subprocess per dataset and model) and write its result files."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        spec = json.loads(Path(argv[1]).read_text())
+        out = run_worker(spec)
+        Path(argv[2]).write_text(json.dumps(out))
+        return 0
+    from dhmrec_pyg.models import MODELS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default=DEFAULT_DATASETS,
+                   help="comma-separated: baby, sports (real), clothing (synthetic), synthetic-<profile>")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of: {', '.join(MODELS)}")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batches", type=int, default=10, help="timed mini-batches per (dataset, model)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up mini-batches before timing")
+    p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per worker (0: defaults)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="model or training option for every model that has it (e.g. batch_size=4096)")
+    p.add_argument("--data-root", default=str(DEFAULT_DATA), help="folder of the real datasets")
+    p.add_argument("--synthetic-root", default=str(DEFAULT_SYNTHETIC),
+                   help="where synthetic profiles are materialised (once)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per (dataset, model) worker")
+    p.add_argument("--out", default=str(HERE / "results"), help="folder for speed.json and speed.md")
+    args = p.parse_args(argv)
+    if args.batches < 1 or args.warmup < 1:
+        p.error("--batches and --warmup must be at least 1")
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: CUDA is not available")
+    from dhmrec_pyg.training.config import split_overrides
+    from dhmrec_pyg.training.trainer import environment
+
+    split_overrides(args.sets)  # reject malformed --set early
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)  # what environment() reports; each worker sets its own
+    start = time.perf_counter()
+    rows: List[Dict[str, Any]] = []
+    ds_info: Dict[str, Dict[str, Any]] = {}
+    for name in datasets:
+        folder, note = prepare_dataset(name, Path(args.data_root), Path(args.synthetic_root))
+        kind, _ = dataset_source(name)
+        random_features = kind == "real"
+        if random_features and folder is not None:
+            note += (" + seeded random float32 features of the paper's shapes ("
+                     + ", ".join(f"{m} {d}-d" for m, d in PAPER_FEATURES.items()) + ") when it has none")
+        ds_info[name] = {"folder": str(folder) if folder else None,
+                         "note": note if folder is not None else f"skipped: {note}"}
+        if folder is None:
+            print(f"{name}: skipped: {note}", file=sys.stderr, flush=True)
+            rows += [{"dataset": name, "model": m, "status": "skipped", "error": note} for m in models]
+            continue
+        for model in models:
+            spec = {"dataset": name, "model": model, "folder": str(folder), "device": args.device,
+                    "batches": args.batches, "warmup": args.warmup, "threads": args.threads,
+                    "seed": args.seed, "sets": args.sets, "random_features": random_features,
+                    "feature_dims": PAPER_FEATURES}
+            print(f"{name} / {model} ...", file=sys.stderr, flush=True)
+            out = _run_pair(spec, args.timeout)
+            if out["status"] == "ok":
+                ds_info[name].setdefault("shape", out["shape"])
+                print(f"  {out['seconds_per_epoch']:.2f} s/epoch, {out['eval_seconds']:.2f} s/eval, "
+                      f"build {out['build_seconds']:.2f} s, peak {out['peak_rss_mib']:.0f} MiB "
+                      f"({out['wall_seconds']:.0f} s wall)", file=sys.stderr, flush=True)
+            else:
+                print(f"  failed: {out.get('error')}\n    " + "\n    ".join(out.get("stderr_tail", [])),
+                      file=sys.stderr, flush=True)
+            rows.append({"dataset": name, "model": model, **out})
+    for row in rows:
+        ref = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == "freedom"
+                    and r["status"] == "ok"), None)
+        if row["status"] == "ok" and ref is not None:
+            row["ratio_to_freedom"] = row["seconds_per_epoch"] / ref["seconds_per_epoch"]
+    result = {
+        "command": "python -m benchmarks.speed " + " ".join(shlex.quote(a) for a in argv),
+        "settings": {"device": args.device, "batches": args.batches, "warmup": args.warmup,
+                     "threads": args.threads, "seed": args.seed, "sets": args.sets,
+                     "batch_size": next((r["batch_size"] for r in rows if r["status"] == "ok"), None),
+                     "s_per_epoch": "hook + sampling + mean s/batch x batches per epoch"},
+        "datasets": ds_info,
+        "rows": rows,
+        "wall_seconds": time.perf_counter() - start,
+        "environment": environment(),
+    }
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from dhmrec_pyg import io as dio
+
+    dio.write_json(out_dir / "speed.json", result)
+    text = markdown(result)
+    dio.write_text(out_dir / "speed.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
