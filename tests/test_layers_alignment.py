@@ -23,3 +23,19 @@ def test_zero_when_distributions_agree_and_finite_when_peaked():
     kl = interaction_kl(*big)
     kl.backward()
     assert torch.isfinite(kl) and all(torch.isfinite(t.grad).all() for t in big)
+
+
+def test_closed_form_gradients_match_autograd_of_the_definition():
+    torch.manual_seed(2)
+    inputs = [torch.randn(s, 5, dtype=torch.float64, requires_grad=True) for s in (4, 9, 4, 9)]
+    assert torch.autograd.gradcheck(interaction_kl, inputs)
+
+    def definition(u_mm, i_mm, u_id, i_id):
+        log_p = torch.log_softmax(u_mm @ i_mm.t(), -1)
+        log_q = torch.log_softmax(u_id @ i_id.t(), -1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+    got = torch.autograd.grad(3.0 * interaction_kl(*inputs), inputs)
+    want = torch.autograd.grad(3.0 * definition(*inputs), inputs)
+    for g, w in zip(got, want):
+        assert_close(g, w)

@@ -1,8 +1,50 @@
 """Interaction-distribution alignment of multimodal and ID embeddings, equations (20)-(21)."""
 from __future__ import annotations
 
+import math
+from typing import Any, Tuple
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class _ScoreKL(torch.autograd.Function):
+    """Mean over rows of KL(softmax(s) || softmax(t)) for score matrices ``s``, ``t``.
+
+    The gradients are written out, so no ``B x |I|`` intermediate of autograd's
+    chain (exp, difference, product) is kept or replayed:
+    with :math:`p = \operatorname{softmax}(s)`, :math:`q = \operatorname{softmax}(t)`
+    and the row's divergence :math:`k`, :math:`\partial/\partial s = p \odot
+    (\log p - \log q - k) / B` and :math:`\partial/\partial t = (q - p) / B`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, s: Tensor, t: Tensor) -> Tensor:  # type: ignore[override]
+        log_p = F.log_softmax(s, dim=-1)
+        log_q = F.log_softmax(t, dim=-1)
+        p = _exp(log_p)
+        row = (p * (log_p - log_q)).sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(p, log_p, log_q, row)
+        return row.mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        p, log_p, log_q, row = ctx.saved_tensors
+        scale = grad / p.size(0)
+        grad_t = _exp(log_q).sub_(p).mul_(scale)
+        grad_s = (log_p - log_q).sub_(row).mul_(p).mul_(scale)
+        return grad_s, grad_t
+
+
+def _exp(log_prob: Tensor) -> Tensor:
+    """``exp`` of log-probabilities, raising those below ``e * finfo.tiny`` to that floor.
+
+    Probabilities under ``finfo.tiny`` (1e-38 in float32) change no sum, but
+    producing them as subnormal floats is several times slower on CPUs.
+    """
+    floor = math.log(torch.finfo(log_prob.dtype).tiny) + 1.0  # exp(floor) stays normal after rounding
+    return torch.exp(log_prob.clamp_min(floor))
 
 
 def interaction_kl(user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor) -> Tensor:
@@ -22,7 +64,9 @@ def interaction_kl(user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: T
     summed over items and averaged over the given users; its cost is
     :math:`O(B |\mathcal{I}| d)`. Both distributions are kept in log space
     (``log_softmax``), so it is finite however peaked the scores are.
-    Gradients reach both sides.
+    Gradients reach both sides; they are computed in closed form (a custom
+    autograd function), which halves the passes over the :math:`B \times |\mathcal{I}|`
+    score matrices compared with autograd's chain.
 
     Args:
         user_mm: ``[B, d]`` multimodal embeddings of the batch's users.
@@ -37,6 +81,4 @@ def interaction_kl(user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: T
         - **input:** :math:`(B, d), (|\mathcal{I}|, d), (B, d), (|\mathcal{I}|, d)`
         - **output:** :math:`()`
     """
-    log_p_mm = F.log_softmax(user_mm @ item_mm.t(), dim=-1)
-    log_p_id = F.log_softmax(user_id @ item_id.t(), dim=-1)
-    return (log_p_mm.exp() * (log_p_mm - log_p_id)).sum(dim=-1).mean()
+    return _ScoreKL.apply(user_mm @ item_mm.t(), user_id @ item_id.t())

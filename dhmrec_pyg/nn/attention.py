@@ -54,7 +54,14 @@ class PosNegAttention(nn.Module):
     one, :math:`\mathbf{O}^{neg} = (\mathbf{V}\mathbf{1})\mathbf{1}^\top -
     \mathbf{O}^{pos}`, and equal weights would make :math:`\mathbf{O}` the same
     number in every dimension; starting from standard attention avoids that.
-    The linear maps have no bias, as written. With ``mode="standard"`` (the
+    The linear maps have no bias, as written. Everything before the inner layer
+    norm is linear in :math:`\hat{\mathbf{E}}_{\tilde{m}}`, so the layer
+    computes :math:`\mathbf{Q}^\top\mathbf{K}` as
+    :math:`\mathbf{W}_q(\hat{\mathbf{E}}_{fus}^\top\hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`
+    and (15)-(17) followed by :math:`\mathbf{W}_o` as one product
+    :math:`\hat{\mathbf{E}}_{\tilde{m}}\mathbf{T}` with a :math:`d \times d`
+    matrix :math:`\mathbf{T}`: the same values in two passes over the nodes per
+    view instead of six. With ``mode="standard"`` (the
     paper's *w/o PNF* ablation) :math:`\mathbf{O} = \mathbf{O}^{pos}` and there
     are no :math:`\alpha` parameters.
 
@@ -129,14 +136,22 @@ class PosNegAttention(nn.Module):
         if len(views) != self.num_views:
             raise ValueError(f"expected {self.num_views} views, got {len(views)}")
         fused = self.fuse(torch.cat(list(views), dim=-1))
+        scale = math.sqrt(fused.size(0))
         total, maps = None, []
         for v, view in enumerate(views):
-            q, k, val = self.query[v](fused), self.key[v](view), self.value[v](view)
-            attn = self.attention_map(q, k)
-            o = val @ attn.t()  # (15)
+            w_q, w_k = self.query[v].weight, self.key[v].weight
+            w_v, w_o = self.value[v].weight, self.out[v].weight
+            # Q^T K = W_q (E_fus^T E_m) W_k^T: one pass over the N nodes instead of two.
+            attn = torch.softmax(w_q @ (fused.t() @ view) @ w_k.t() / scale, dim=-1)
+            # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
+            # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
+            # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
+            mix = w_v.t() @ attn.t() @ w_o.t()
             if self.mode == "posneg":
-                o = self.alpha_pos * o + self.alpha_neg * (val @ (1.0 - attn).t())  # (16), (17)
-            e = self.outer_norm[v](self.inner_norm[v](self.out[v](o)) + view)  # (18)
+                mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * torch.outer(
+                    w_v.sum(0), w_o.sum(1)
+                )  # (17)
+            e = self.outer_norm[v](self.inner_norm[v](view @ mix) + view)  # (18)
             total = e if total is None else total + e
             maps.append(attn)
         return (total, maps) if return_attention else total
