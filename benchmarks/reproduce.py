@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from dhmrec_pyg import io as dio
-from dhmrec_pyg.data import load_mmrec
+from dhmrec_pyg.data import load_dataset, load_mmrec
+from dhmrec_pyg.data.synthetic import synthetic_profile_of
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import TrainConfig
 from dhmrec_pyg.training.run import parse_grid, run_grid
@@ -29,6 +30,14 @@ from dhmrec_pyg.training.trainer import environment
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,15 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--runs", default=str(HERE / "runs"), help="where run folders go")
     p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
     args = p.parse_args(argv)
 
-    folder = Path(args.data_root) / args.dataset
-    if not folder.is_dir():
-        print(f"skipped: {folder} not found", file=sys.stderr)
-        return 0
     torch.set_num_threads(args.threads)
-    data = load_mmrec(folder)
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_root=args.data_root, progress=False)
+    if synthetic_profile_of(args.dataset) is not None:  # generated (once) into the repository's data/
+        data_root = str(HERE.parent / "data")
+        data = load_dataset(args.dataset, root=data_root)
+    else:
+        folder = Path(args.data_root) / args.dataset
+        if not folder.is_dir():
+            print(f"skipped: {folder} not found", file=sys.stderr)
+            return 0
+        data_root = args.data_root
+        data = load_mmrec(folder)
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_root=data_root, progress=False)
     grid = parse_grid(args.grid) if args.grid else {"seed": [str(cfg.seed)]}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     name = f"{args.dataset}_{args.model}{('_' + args.tag) if args.tag else ''}"
@@ -64,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         environment=environment(),
         dataset=args.dataset,
         model=args.model,
+        grid=grid if args.grid else {},
+        sets=list(args.sets),
+        seeds=seeds,
+        peak_rss_mib=round(peak_rss_mib(), 1),
     )
     import json
 
@@ -72,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     report["selected_test"] = chosen["test"]
     report["selected_best_epoch"] = chosen["best_epoch"]
     report["selected_seconds_per_epoch"] = chosen["seconds_per_epoch"]
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     dio.write_json(results / f"{name}.json", report)
     t = chosen["test"]
     lines = [

@@ -1,0 +1,34 @@
+"""The accuracy benchmark assembles a table from per-model selections (tiny synthetic smoke run)."""
+import json
+
+from benchmarks import accuracy
+
+
+def test_accuracy_table_on_a_tiny_profile(tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--dataset", "synthetic-tiny", "--models", "lightgcn,bpr", "--grid-size", "small",
+            "--seeds", "0,1", "--set", "epochs=2", "--set", "num_threads=1",
+            "--results", str(results), "--runs", str(runs)]
+    assert accuracy.main(argv) == 0
+    report = json.loads((results / "accuracy_synthetic-tiny.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["lightgcn", "bpr"]
+    for row in report["rows"]:
+        assert row["seeds"] == [0, 1]
+        assert 0.0 <= row["recall@20"]["mean"] <= 1.0 and row["recall@20"]["std"] >= 0.0
+        assert row["peak_rss_mib"] > 0
+    text = (results / "accuracy_synthetic-tiny.md").read_text()
+    assert "| lightgcn | num_layers=2 |" in text and "Machine:" in text
+    # A second call with --reuse runs nothing new: the per-model files are left as they were.
+    before = {p.name: p.stat().st_mtime_ns for p in results.glob("synthetic-tiny_*_acc.json")}
+    assert accuracy.main(argv + ["--reuse"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in results.glob("synthetic-tiny_*_acc.json")} == before
+
+
+def test_lgmrec_brings_its_tuned_row_and_unknown_models_are_named():
+    assert accuracy.expand(["lgmrec", "bpr"]) == ["lgmrec", "lgmrec-tuned", "bpr"]
+    try:
+        accuracy.expand(["nope"])
+    except SystemExit as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("unknown model accepted")
