@@ -1,7 +1,7 @@
 """Learnable hypergraphs over items and users (LGMRec's global hypergraph embedding)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +167,35 @@ class HyperedgePropagation(nn.Module):
         return f"{self.__class__.__name__}(num_layers={self.num_layers})"
 
 
+_MAX_EXP_RANGE = 80.0  # exp(-80) is still a normal float32
+
+
+class _BoundedLogSumExp(torch.autograd.Function):
+    """Row-wise :math:`\log\sum_j \exp(\mathbf{a}_b^\top\mathbf{c}_j)` for scores bounded by ``bound``.
+
+    Forward: one product, one shifted exp and a row sum; the ``[B, N]``
+    exponentials are kept, and the backward pass is two products with them
+    (:math:`\partial/\partial \mathbf{a} = (E\,\mathbf{C}) / z`,
+    :math:`\partial/\partial \mathbf{C} = E^\top (\mathbf{a} / z)`), with
+    no further pass over the ``[B, N]`` matrix.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, c: Tensor, bound: float) -> Tensor:  # type: ignore[override]
+        e = torch.exp((a @ c.t()).sub_(bound))
+        z = e.sum(dim=-1)
+        ctx.save_for_backward(a, c, e, z)
+        return z.log() + bound
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None]:  # type: ignore[override]
+        a, c, e, z = ctx.saved_tensors
+        w = (grad / z).unsqueeze(-1)
+        grad_a = (e @ c).mul_(w) if ctx.needs_input_grad[0] else None
+        grad_c = e.t() @ (a * w) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_c, None
+
+
 def info_nce(
     anchor: Tensor, positive: Tensor, candidates: Tensor, temperature: float = 0.2, reduction: str = "sum"
 ) -> Tensor:
@@ -180,8 +209,11 @@ def info_nce(
     LGMRec's hypergraph contrastive loss (Guo et al., AAAI 2024) with the
     anchors from one modality, the positives the same nodes in another
     modality, and the candidates all nodes of that other modality (the
-    positive is among them). Computed with ``logsumexp``, so small
-    temperatures cannot overflow. ``reduction="sum"`` (LGMRec's public code,
+    positive is among them). Cosine scores lie in :math:`[-1/\tau, 1/\tau]`, so
+    the log-sum-exp is shifted by the constant :math:`1/\tau` (no overflow, no
+    row maximum to find) and its gradients are written out
+    (:class:`_BoundedLogSumExp`); below :math:`\tau = 0.025`, where
+    :math:`e^{-2/\tau}` would underflow, ``torch.logsumexp`` is used. ``reduction="sum"`` (LGMRec's public code,
     to which its ``cl_weight`` 1e-4 is tuned) or ``"mean"`` over the anchors.
 
     Shapes:
@@ -194,8 +226,12 @@ def info_nce(
     # Scale the [B, F] anchors, not the [B, N] score matrix: one pass less over the big matrix.
     a = F.normalize(anchor, dim=-1) / temperature
     pos = (a * F.normalize(positive, dim=-1)).sum(-1)
-    all_scores = a @ F.normalize(candidates, dim=-1).t()
-    losses = torch.logsumexp(all_scores, dim=-1) - pos
+    c = F.normalize(candidates, dim=-1)
+    if 2.0 / temperature <= _MAX_EXP_RANGE:
+        lse = _BoundedLogSumExp.apply(a, c, 1.0 / temperature)
+    else:  # very small temperatures: exp(-2/tau) would underflow, take the general route
+        lse = torch.logsumexp(a @ c.t(), dim=-1)
+    losses = lse - pos
     return losses.sum() if reduction == "sum" else losses.mean()
 
 
