@@ -55,12 +55,19 @@ def summarise(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run_seeds(
-    cfg: TrainConfig, model_cfg: Any, seeds: Sequence[int], out_dir: Path, data: Optional[HeteroData] = None
+    cfg: TrainConfig, model_cfg: Any, seeds: Sequence[int], out_dir: Path, data: Optional[HeteroData] = None,
+    done: Optional[Dict[int, Dict[str, Any]]] = None,
 ) -> Dict[str, Any]:
-    """Repeat a run for each seed (``out_dir/seed_<s>``) and write ``summary.json``."""
+    """Repeat a run for each seed (``out_dir/seed_<s>``) and write ``summary.json``.
+
+    ``done`` maps seeds already trained with this exact configuration to their
+    results (``metrics.json`` content); those are not trained again.
+    """
     data = load_data(cfg) if data is None else data
+    done = done or {}
     results = [
-        run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data) for s in seeds
+        done[s] if s in done else run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data)
+        for s in seeds
     ]
     summary = summarise(results)
     if ddist.is_main_process():  # under torchrun only rank 0 writes
@@ -103,12 +110,14 @@ def run_grid(
     data = load_data(cfg) if data is None else data
     keys = list(grid)
     rows: List[Dict[str, Any]] = []
+    results: List[Dict[str, Any]] = []
     best: Optional[Tuple[float, int]] = None
     points = list(itertools.product(*(grid[k] for k in keys)))
     for n, values in enumerate(points):
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in zip(keys, values)]
         point_cfg, point_model = apply_overrides(cfg, model_values, model_config_class, pairs)
         result = run_once(point_cfg, point_model, out_dir / f"grid_{n}", data)
+        results.append(result)
         row = {"run": f"grid_{n}", **dict(zip(keys, values)), "best_epoch": result["best_epoch"],
                f"valid_{cfg.valid_metric}": result["valid"][cfg.valid_metric],
                "test_recall@20": result["test"]["recall@20"], "test_ndcg@20": result["test"]["ndcg@20"]}
@@ -130,7 +139,9 @@ def run_grid(
     if seeds:
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in chosen.items()]
         best_cfg, best_model = apply_overrides(cfg, model_values, model_config_class, pairs)
-        report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data)
+        # The chosen grid point already ran with its own seed: that run counts for that seed.
+        done = {best_cfg.seed: results[best[1]]} if "seed" not in keys else {}
+        report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data, done)
     if ddist.is_main_process():
         dio.write_json(out_dir / "grid.json", report)
     return report
