@@ -72,6 +72,9 @@ class PosNegAttention(nn.Module):
         mode: ``"posneg"`` (equations (15)-(17)) or ``"standard"``.
         alpha_pos: initial :math:`\alpha_{pos}`.
         alpha_neg: initial :math:`\alpha_{neg}`.
+        norm_gain: initial gain (elementwise weight) of the layer norms of
+            (18); 1 is PyTorch's default, :math:`1/\sqrt{d}` starts every
+            output row at unit norm instead of :math:`\sqrt{d}`.
 
     Shapes:
         - **input:** ``num_views`` tensors :math:`(N, d)`
@@ -86,6 +89,7 @@ class PosNegAttention(nn.Module):
         mode: str = "posneg",
         alpha_pos: float = 1.0,
         alpha_neg: float = 0.0,
+        norm_gain: float = 1.0,
     ) -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
@@ -94,6 +98,9 @@ class PosNegAttention(nn.Module):
             raise ValueError(f"channels and num_views must be positive, got {channels}, {num_views}")
         self.channels, self.num_views, self.mode = int(channels), int(num_views), mode
         self._alpha_init = (float(alpha_pos), float(alpha_neg))
+        if norm_gain <= 0:
+            raise ValueError(f"norm_gain must be positive, got {norm_gain}")
+        self.norm_gain = float(norm_gain)
         d = self.channels
 
         def per_view(make):
@@ -112,12 +119,13 @@ class PosNegAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform projections, default layer norms, initial alphas."""
+        """Xavier-uniform projections, layer norms with gain ``norm_gain`` and zero bias, initial alphas."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
             elif isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
+                module.weight.data.fill_(self.norm_gain)
         if self.mode == "posneg":
             with torch.no_grad():
                 self.alpha_pos.fill_(self._alpha_init[0])
