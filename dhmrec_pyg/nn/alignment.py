@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 class _InteractionKL(torch.autograd.Function):
-    """Equations (20)-(21) with their gradients written out.
+    r"""Equations (20)-(21) with their gradients written out.
 
     With scores :math:`s = U_{mm} I_{mm}^\top`, :math:`t = U_{id} I_{id}^\top`,
     :math:`p = \operatorname{softmax}(s)`, :math:`q = \operatorname{softmax}(t)`,
