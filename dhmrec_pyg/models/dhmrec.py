@@ -51,10 +51,10 @@ class DHMRecConfig(ItemGraphConfig):
         kl_align: ``False`` is the *w/o KL* ablation.
         item_graphs: ``False`` is the *w/o II* ablation.
         ln_gain: initial gain of the layer norms of equation (18), which the
-            paper leaves open: ``"unit"`` (default) is :math:`1/\sqrt{d_k}`, so
+            paper leaves open: ``"unit"`` (default) is :math:`1/\\sqrt{d_k}`, so
             each view's rows start at unit norm, the scale of the ID embeddings
             they are added to in (22); ``"one"`` is PyTorch's default, which
-            starts the multimodal rows at norm :math:`\sqrt{d_k}` (8 at 64-d),
+            starts the multimodal rows at norm :math:`\\sqrt{d_k}` (8 at 64-d),
             far above the Xavier-initialised ID embeddings (~0.1): then the
             multimodal scores swamp BPR and training stalls (demo validation
             R@20 0.10 against 0.31 after 12 epochs; TikTok: see

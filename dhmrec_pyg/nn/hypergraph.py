@@ -171,7 +171,7 @@ _MAX_EXP_RANGE = 80.0  # exp(-80) is still a normal float32
 
 
 class _BoundedLogSumExp(torch.autograd.Function):
-    """Row-wise :math:`\log\sum_j \exp(\mathbf{a}_b^\top\mathbf{c}_j)` for scores bounded by ``bound``.
+    r"""Row-wise :math:`\log\sum_j \exp(\mathbf{a}_b^\top\mathbf{c}_j)` for scores bounded by ``bound``.
 
     Forward: one product, one shifted exp and a row sum; the ``[B, N]``
     exponentials are kept, and the backward pass is two products with them
