@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, load_yaml_config
 
-DEFAULT_MODEL = "lightgcn"
+DEFAULT_MODEL = "dhmrec"
 
 
 def _parser() -> argparse.ArgumentParser:

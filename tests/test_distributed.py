@@ -46,7 +46,7 @@ def _run(cmd, cwd):
 def test_two_gloo_processes_train_like_one(tmp_path, data_root, capsys):
     out = tmp_path / "run"
     proc = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                 "-m", "dhmrec_pyg.cli", "train", "--epochs", "2", "--data-root", data_root,
+                 "-m", "dhmrec_pyg.cli", "train", "--model", "lightgcn", "--epochs", "2", "--data-root", data_root,
                  "--out", str(out), "--quiet"], tmp_path)
     # Rank 0 only: one result line, exactly the usual files, nothing else (no probes, no duplicates).
     assert proc.stdout.count("run folder:") == 1
@@ -69,7 +69,7 @@ def test_two_gloo_processes_train_like_one(tmp_path, data_root, capsys):
     # Same global batches, same generator: training matches the single-process run
     # (up to the order of floating-point gradient sums).
     single = tmp_path / "single"
-    assert main(["train", "--epochs", "2", "--data-root", data_root, "--out", str(single), "--quiet"]) == 0
+    assert main(["train", "--model", "lightgcn", "--epochs", "2", "--data-root", data_root, "--out", str(single), "--quiet"]) == 0
     ref = json.loads((single / "metrics.json").read_text())
     assert "distributed" not in ref
     assert metrics["best_epoch"] == ref["best_epoch"]
@@ -81,7 +81,7 @@ def test_two_gloo_processes_train_like_one(tmp_path, data_root, capsys):
 
 def test_resume_with_two_processes_via_nproc(tmp_path, data_root):
     """A single-process run stopped mid-epoch continues under ``dhmrec train --nproc 2 --resume``."""
-    cfg = TrainConfig(epochs=3, data_root=data_root, progress=False, num_threads=1)
+    cfg = TrainConfig(model="lightgcn", epochs=3, data_root=data_root, progress=False, num_threads=1)
     data = load_data(cfg)
 
     def trainer(out):
@@ -113,7 +113,7 @@ def test_resume_with_two_processes_via_nproc(tmp_path, data_root):
 
 
 def test_sharded_evaluation_sums_to_the_unsharded_metrics(data_root):
-    cfg = TrainConfig(data_root=data_root, eval_batch_size=97)
+    cfg = TrainConfig(model="lightgcn", data_root=data_root, eval_batch_size=97)
     data = load_data(cfg)
     seed_everything(0)
     torch.manual_seed(3)

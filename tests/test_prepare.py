@@ -294,7 +294,7 @@ def test_end_to_end_training_on_a_prepared_folder(tmp_path: Path, byod: dict) ->
     folder = tmp_path / "shop"
     prepare_dataset(byod["inter"], folder, features=byod["feats"])
     run = tmp_path / "run"
-    rc = main(["train", "--dataset", str(folder), "--epochs", "2", "--out", str(run), "--quiet"])
+    rc = main(["train", "--model", "lightgcn", "--dataset", str(folder), "--epochs", "2", "--out", str(run), "--quiet"])
     assert rc == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["recall@20"] <= 1.0

@@ -111,7 +111,7 @@ def _cli(*args: str) -> list:
 
 
 def test_sigkill_mid_epoch_then_resume_is_identical_to_an_uninterrupted_run(tmp_path, data_root):
-    common = ["train", "--data-root", data_root, "--epochs", "6", "--quiet", *FAST]
+    common = ["train", "--model", "lightgcn", "--data-root", data_root, "--epochs", "6", "--quiet", *FAST]
     ref, run = tmp_path / "uninterrupted", tmp_path / "killed"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     reference = subprocess.Popen(_cli(*common, "--out", str(ref)), cwd=tmp_path, env=env,
@@ -154,7 +154,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical_to_an_uninterrupted_run(tmp_
 
 
 def _cli_train(data_root: str, out: Path, *extra: str) -> int:
-    return main(["train", "--data-root", data_root, "--out", str(out), "--quiet", *FAST, *extra])
+    return main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(out), "--quiet", *FAST, *extra])
 
 
 def test_ctrl_c_finishes_the_batch_writes_a_checkpoint_and_resume_is_exact(
@@ -348,7 +348,7 @@ def test_nan_loss_stops_naming_epoch_batch_and_term_and_keeps_the_checkpoint(
         seed_everything(0)
         data = load_dataset("demo", root=data_root)
         model = _NaNLightGCN(data, _NaNConfig(nan_epoch=0, nan_batch=0))
-        Trainer(model, data, TrainConfig(epochs=1, progress=False, device="cpu")).fit()
+        Trainer(model, data, TrainConfig(model="lightgcn", epochs=1, progress=False, device="cpu")).fit()
     assert (info.value.epoch, info.value.batch, info.value.term) == (0, 0, "reg")
 
 

@@ -166,8 +166,8 @@ def test_training_resume_and_caches_load_nothing_unsafe(tmp_path, monkeypatch):
     root, run = str(tmp_path / "data"), tmp_path / "run"
     base = ["--data-root", root, "--quiet", "--dataset", "synthetic-tiny", "--model", "dhmrec",
             "--set", "embedding_dim=8", "--set", "batch_size=1024"]
-    assert main(["train", *base, "--out", str(run), "--epochs", "1"]) == 0
-    assert main(["train", *base, "--out", str(tmp_path / "again"), "--epochs", "1"]) == 0  # caches hit
+    assert main(["train", "--model", "lightgcn", *base, "--out", str(run), "--epochs", "1"]) == 0
+    assert main(["train", "--model", "lightgcn", *base, "--out", str(tmp_path / "again"), "--epochs", "1"]) == 0  # caches hit
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert main(["evaluate", str(run)]) == 0
     assert calls["torch"] >= 3 and calls["numpy"] >= 2

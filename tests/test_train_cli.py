@@ -15,7 +15,7 @@ def data_root(tmp_path_factory):
 
 def _train(tmp_path, data_root, *extra, name="run"):
     out = tmp_path / name
-    rc = main(["train", "--data-root", data_root, "--out", str(out), "--quiet", *extra])
+    rc = main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(out), "--quiet", *extra])
     return rc, out
 
 
@@ -95,11 +95,11 @@ def test_existing_run_folder_needs_overwrite(tmp_path, data_root, capsys):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
-    rc = main(["train", "--data-root", data_root, "--out", str(out), "--epochs", "1", "--quiet"])
+    rc = main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(out), "--epochs", "1", "--quiet"])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
     assert (out / "metrics.json").read_text() == "{}"
     (tmp_path / "file").write_text("x")
-    rc = main(["train", "--data-root", data_root, "--out", str(tmp_path / "file"), "--quiet"])
+    rc = main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(tmp_path / "file"), "--quiet"])
     assert rc == 2 and "a file is in the way" in capsys.readouterr().err
 
 

@@ -23,7 +23,7 @@ class TrainConfig:
     without a better validation Recall@20.
     """
 
-    model: str = "lightgcn"
+    model: str = "dhmrec"
     dataset: str = "demo"
     data_root: str = "data"
     epochs: int = 1000
