@@ -75,11 +75,13 @@ VARIANTS: Dict[str, Variant] = {
         note="LGMRec over its published per-dataset settings",
     ),
     "dhmrec": Variant(
-        "dhmrec", {"alpha_mm": ["0.8", "1.2"], "gamma_kl": ["0.1", "1.0"], "reg_weight": ["1e-2", "1e-3"]},
-        {"reg_weight": ["1e-2", "1e-3"]},
-        note="a subset of the paper's grid (alpha_mm x gamma_kl x reg); the small grid varies reg at the "
-             "paper's Baby alpha_mm 0.8 and gamma_kl 1, which the TikTok probes in "
-             "tiktok_dhmrec_{alpha,probe_kl0.1} chose on validation",
+        "dhmrec", {"ln_gain": ["one", "unit"], "alpha_mm": ["0.8", "1.2"], "gamma_kl": ["0.1", "1.0"]},
+        {"ln_gain": ["one", "unit"]},
+        ["reg_weight=1e-2"],
+        note="a subset of the paper's grid (alpha_mm x gamma_kl) and the layer-norm gain the paper leaves "
+             "open; the small grid varies the gain at the paper's Baby alpha_mm 0.8, gamma_kl 1 and reg "
+             "1e-2, which the TikTok probes in tiktok_dhmrec_{probe,alpha,reg1e-1,probe_kl0.1} chose on "
+             "validation",
     ),
 }
 # Test figures of the reference implementations on the same split and protocol (the issues' tables).
