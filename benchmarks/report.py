@@ -36,8 +36,8 @@ def accuracy_table() -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted((HERE / "results").glob("*.json")):
         report = json.loads(path.read_text())
-        if "selected_test" not in report:
-            continue
+        if "selected_test" not in report or path.stem.endswith(("_acc", "_acc_tuned")):
+            continue  # the comparison table shows those
         t = report["selected_test"]
         ref = REFERENCE.get((report["dataset"], report["model"]))
         ref_cell = f"{ref[0]:.4f} / {ref[1]:.4f} ({ref[2]})" if ref else ""
@@ -78,6 +78,7 @@ def ablation_table() -> list[str]:
         sets = set(re.findall(r"--set (\S+)", report["command"]))
         params = {**{k: str(v) for k, v in report["best_params"].items()},
                   **dict(x.split("=", 1) for x in sets)}
+        gain = report.get("ln_gain", params.get("ln_gain", "unit"))
         switch = [ABLATIONS[x] for x in sets if x in ABLATIONS]
         if switch:
             name = switch[0]
@@ -85,12 +86,13 @@ def ablation_table() -> list[str]:
             name = "DHMRec"
         else:
             continue
-        rows.setdefault(report["dataset"], {})[name] = report["selected_test"]
+        rows.setdefault((report["dataset"], gain), {})[name] = report["selected_test"]
     lines: list[str] = []
-    for dataset, by_name in sorted(rows.items()):
+    for (dataset, gain), by_name in sorted(rows.items()):
         if len(by_name) < 2:
             continue
-        lines += ["", f"DHMRec ablations on {dataset} (test at the best validation epoch; cf. the paper's Table 2):",
+        lines += ["", f"DHMRec ablations on {dataset}, layer-norm gain `ln_gain={gain}` (one seed, test at the "
+                  "best validation epoch; cf. the paper's Table 2):",
                   "", "| variant | R@20 | N@20 |", "|---|---|---|"]
         for name in ["DHMRec", *ABLATIONS.values()]:
             if name in by_name:
@@ -113,6 +115,20 @@ def propagation_table() -> list[str]:
     return lines
 
 
+def embedded(name: str, title: str) -> list[str]:
+    """The first Markdown table of ``results/<name>.md`` with its command line, under ``title``."""
+    path = HERE / "results" / f"{name}.md"
+    if not path.is_file():
+        return []
+    text = path.read_text().splitlines()
+    command = next((line for line in text if line.startswith("Command:")), "")
+    start = next(i for i, line in enumerate(text) if line.startswith("|"))
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    machine = next((line for line in text if line.startswith("Machine:")), "")
+    return ["", f"**{title}** ({command[len('Command: '):] if command else name}; details in "
+            f"`benchmarks/results/{name}.md`):", "", *text[start:end], "", machine]
+
+
 def main() -> int:
     """Rewrite the results block of README.md."""
     readme = HERE.parent / "README.md"
@@ -124,7 +140,13 @@ def main() -> int:
             "(machine and versions in each `benchmarks/results/*.md`). The s/epoch column was measured "
             "with one torch thread on a 2-core machine shared by up to six jobs: compare speeds only "
             "within one benchmark file.", ""]
-    body += accuracy_table() + ablation_table() + propagation_table() + [""]
+    for path in sorted((HERE / "results").glob("accuracy_*.md")):
+        body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
+    body += embedded("speed", "Training and evaluation speed at the paper's scales")
+    body += embedded("knn", "Item-item KNN graph build")
+    body += ablation_table() + propagation_table()
+    body += ["", "**Every recorded run** (each `benchmarks/results/<dataset>_<model>[_tag].md` has the grid):", ""]
+    body += accuracy_table() + [""]
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     dio.write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
