@@ -32,7 +32,8 @@ class _InteractionKL(torch.autograd.Function):
         del s
         q = F.softmax(t, dim=-1)
         del t
-        row = (p * diff).sum(dim=-1, keepdim=True)
+        # Row sums of p * diff as a batched dot product: no third B x |I| buffer.
+        row = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(-1, 1)
         ctx.save_for_backward(user_mm, item_mm, user_id, item_id, p, q, diff, row)
         return row.mean()
 
@@ -42,19 +43,18 @@ class _InteractionKL(torch.autograd.Function):
         scale = grad / p.size(0)
         need = ctx.needs_input_grad
         grads: List[Optional[Tensor]] = [None] * 4
-        if need[0] or need[1]:
-            g_s = (diff - row).mul_(p)
-            if need[0]:
-                grads[0] = (g_s @ item_mm).mul_(scale)
-            if need[1]:
-                grads[1] = (g_s.t() @ user_mm).mul_(scale)
-            del g_s
         if need[2] or need[3]:
             g_t = q - p
             if need[2]:
                 grads[2] = (g_t @ item_id).mul_(scale)
             if need[3]:
                 grads[3] = (g_t.t() @ user_id).mul_(scale)
+        if need[0] or need[1]:
+            g_s = (diff - row).mul_(p)
+            if need[0]:
+                grads[0] = (g_s @ item_mm).mul_(scale)
+            if need[1]:
+                grads[1] = (g_s.t() @ user_mm).mul_(scale)
         return tuple(grads)
 
 
