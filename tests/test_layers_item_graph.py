@@ -107,3 +107,19 @@ def test_user_aggregation_matches_equation_14():
     assert float(out[4].abs().sum()) == 0.0  # user 4 has no training interaction
     out.sum().backward()
     assert_close(x.grad, norm.sum(0)[:, None].expand(12, 4))
+
+
+def test_user_aggregation_with_a_prebuilt_transpose_has_the_same_values_and_gradients():
+    from dhmrec_pyg.nn import UserAggregation, user_item_adjacency
+
+    edge_index = torch.tensor([[0, 0, 1, 2, 2, 3], [0, 2, 1, 0, 3, 3]])
+    adj = user_item_adjacency(edge_index, 4, 4, layout="csr")
+    adj_t = adj.t().to_sparse_csr()
+    agg = UserAggregation()
+    x1 = torch.randn(4, 3, dtype=torch.float64).float().requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    w = torch.randn(4, 3)
+    (agg(x1, adj) * w).sum().backward()
+    (agg(x2, adj, adj_t=adj_t) * w).sum().backward()
+    torch.testing.assert_close(agg(x2, adj, adj_t=adj_t), agg(x1, adj))
+    torch.testing.assert_close(x2.grad, x1.grad)

@@ -224,7 +224,11 @@ class DHMRec(Recommender):
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout))
-        self.register_adjacency("adj_ui", user_item_adjacency(edge_index, num_u, num_i, layout=layout))
+        adj_ui = user_item_adjacency(edge_index, num_u, num_i, layout=layout)
+        self.register_adjacency("adj_ui", adj_ui)
+        # Its transpose, built once, serves the backward pass of every user aggregation.
+        adj_iu = adj_ui.t()
+        self.register_adjacency("adj_iu", adj_iu.to_sparse_csr() if layout == "csr" else adj_iu.coalesce())
         if config.keep_ratio < 1.0:
             self._resample_pruned(torch.Generator().manual_seed(0))
         if config.item_graphs:
@@ -276,11 +280,11 @@ class DHMRec(Recommender):
 
         views = []
         for name, item_code in zip(self.view_names, [codes.common] + list(codes.specific)):
-            user0 = self.user_aggregation(item_code, self.adj_ui)
+            user0 = self.user_aggregation(item_code, self.adj_ui, adj_t=self.adj_iu)
             e = self.ui_propagation(torch.cat([user0, item_code]), self.adj)
             if cfg.item_graphs:
                 items = self.ii_propagation(e[num_u:], getattr(self, f"ii_adj_{name}"))
-                e = torch.cat([self.user_aggregation(items, self.adj_ui), items])
+                e = torch.cat([self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu), items])
             views.append(e)
 
         e_mm = self.fusion(views) if self.fusion is not None else torch.stack(views).mean(0)

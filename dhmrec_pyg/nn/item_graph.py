@@ -13,7 +13,7 @@ from torch_geometric.utils import spmm
 
 from dhmrec_pyg.nn.graph import is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
-from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
+from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
 
 #: Modality names read as "visual-like" by :func:`common_view_weights`.
 VISUAL_MODALITIES = frozenset({"image", "images", "img", "visual", "vision", "v", "video", "photo"})
@@ -253,8 +253,14 @@ class UserAggregation(MessagePassing):
         kwargs.setdefault("aggr", "add")
         super().__init__(**kwargs)
 
-    def forward(self, x: Tensor, adj, num_users: Optional[int] = None) -> Tensor:
-        """Aggregate item features ``x`` into user features."""
+    def forward(self, x: Tensor, adj, num_users: Optional[int] = None, adj_t: Optional[Tensor] = None) -> Tensor:
+        """Aggregate item features ``x`` into user features.
+
+        ``adj_t``, the ``[I, U]`` transpose of a sparse ``adj``, makes the
+        backward pass reuse it instead of transposing ``adj`` every time.
+        """
+        if adj_t is not None and is_torch_sparse(adj):
+            return PairedSpMM.apply(adj, adj_t, x)
         if is_torch_sparse(adj) or not isinstance(adj, Tensor):
             return self.message_and_aggregate(adj, x)
         if num_users is None:

@@ -90,3 +90,23 @@ class SymmetricSpMM(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (adj,) = ctx.saved_tensors
         return None, torch.sparse.mm(adj, grad)
+
+
+class PairedSpMM(torch.autograd.Function):
+    """``A @ X`` for a sparse ``A`` whose transpose ``A_t`` is kept alongside it.
+
+    The backward pass is ``A_t @ grad``: the transpose is built once (when the
+    graph is), not converted from ``A`` on every backward pass as
+    ``torch.sparse.mm`` does. :class:`SymmetricSpMM` is the case ``A_t = A``.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(adj_t)
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (adj_t,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(adj_t, grad)
+
