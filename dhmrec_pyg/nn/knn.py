@@ -159,7 +159,7 @@ def knn_graph(
         use_gpu: ``"auto"`` (GPU if faiss has one), ``True`` or ``False``;
             only the exact index runs on the GPU.
         hnsw_m: HNSW graph degree.
-        ef_search: HNSW search breadth (raised to at least ``2 (k + 1)``).
+        ef_search: HNSW search breadth (raised to at least twice the number of neighbours searched).
         cache_dir: folder for cached graphs; ``None`` disables caching.
 
     Returns:
