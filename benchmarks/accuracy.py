@@ -145,6 +145,9 @@ def row_for(variant: str, report: Dict[str, Any], dataset: str) -> Dict[str, Any
                            "seconds_per_epoch": report["selected_seconds_per_epoch"],
                            "peak_rss_mib": report.get("peak_rss_mib"), "grid_points": len(report["rows"])}
     summary = report.get("seeds_summary")
+    chosen = next(r for r in report["rows"] if r["run"] == report["best_run"])
+    row["valid_recall@20"] = (summary["valid"]["recall@20"]["mean"] if summary
+                              else chosen.get("valid_recall@20"))
     for key in METRICS:
         if summary:
             row[key] = {"mean": summary["test"][key]["mean"], "std": summary["test"][key]["std"]}
@@ -173,15 +176,16 @@ def markdown(report: Dict[str, Any]) -> str:
              "point run with the seeds shown (mean ± std over them; one seed: no std). "
              "s/epoch: mean training time per epoch of the selected run; peak MiB: peak RSS of the "
                "model's process (all its grid points).", "",
-             "| model | selected | seeds | R@10 | R@20 | N@10 | N@20 | best epoch | s/epoch | peak MiB | vs reference R@20 / N@20 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | selected | seeds | valid R@20 | R@10 | R@20 | N@10 | N@20 | best epoch | s/epoch | peak MiB | vs reference R@20 / N@20 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sel = ", ".join(f"{k}={v}" for k, v in r["selected"].items()) or "defaults"
         rel = r.get("relative_to_reference")
         ref = (f"{rel['recall@20']:+.1%} / {rel['ndcg@20']:+.1%}" if rel else "")
         peak = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "n/a"
         seeds = ",".join(str(x) for x in r.get("seeds", [])) or "0"
-        lines.append(f"| {r['model']} | {sel} | {seeds} | " + " | ".join(_cell(r[k]) for k in METRICS)
+        valid = f"{r['valid_recall@20']:.4f}" if r.get("valid_recall@20") is not None else "n/a"
+        lines.append(f"| {r['model']} | {sel} | {seeds} | {valid} | " + " | ".join(_cell(r[k]) for k in METRICS)
                      + f" | {r['best_epoch']} | {r['seconds_per_epoch']:.1f} | {peak} | {ref} |")
     lines += ["", "Grids:", ""]
     for r in rows:
