@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-from torch.testing import assert_close
 
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator, evaluation_users
 

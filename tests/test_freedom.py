@@ -1,16 +1,14 @@
 """The FREEDOM baseline: frozen mixed item-item graph, degree-pruned LightGCN, modality BPR terms."""
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import make_synthetic
 from dhmrec_pyg.models import FREEDOM, MODELS, FREEDOMConfig, bpr_loss
 from dhmrec_pyg.models.base import EDGE
-from dhmrec_pyg.training import Trainer, TrainConfig
+from dhmrec_pyg.training import TrainConfig
 from dhmrec_pyg.training.config import apply_overrides
 
 COLD_ITEM = 3
@@ -150,28 +148,3 @@ def test_any_number_of_modalities(mods):
     terms = model.loss(*batch(d))
     assert {f"bpr_{m}" for m in mods} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
-
-
-def test_dataset_without_features_is_a_clear_error(data):
-    bare = copy.copy(data)
-    for m in ("image", "text"):
-        del bare["item"][f"x_{m}"]
-    with pytest.raises(ValueError, match="'freedom' needs item features"):
-        build(bare)
-
-
-def test_trains_two_epochs_through_the_trainer(data):
-    model = build(data)
-    cfg = TrainConfig(model="freedom", epochs=2, batch_size=256, progress=False, device="cpu", ks=[10, 20])
-    before = model.item_emb.weight.detach().clone()
-    result = Trainer(model, data, cfg).fit()
-    assert not torch.equal(before, model.item_emb.weight)
-    assert 0.0 <= result["test"]["recall@20"] <= 1.0
-    assert repr(model).startswith("FREEDOM(users=60, items=40, modalities=['image', 'text']")
-
-
-def test_cli_accepts_model(tmp_path):
-    out = tmp_path / "run"
-    rc = main(["train", "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet",
-               "--model", "freedom", "--dataset", "synthetic-tiny", "--epochs", "1"])
-    assert rc == 0 and (out / "metrics.json").exists()

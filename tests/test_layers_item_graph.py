@@ -1,7 +1,6 @@
 """Equations (11)-(14): item-item graphs as HeteroData, item-item propagation, user aggregation."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close

@@ -1,17 +1,15 @@
 """The LGMRec baseline and its hypergraph layers: memberships, propagation, contrastive loss, fusion."""
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import make_synthetic
 from dhmrec_pyg.models import MODELS, LGMRec, LGMRecConfig, bpr_loss, l2_reg
 from dhmrec_pyg.models.base import EDGE
 from dhmrec_pyg.nn import HyperedgeMembership, HyperedgePropagation, LightGCNPropagation, info_nce
-from dhmrec_pyg.training import Trainer, TrainConfig
+from dhmrec_pyg.training import TrainConfig
 from dhmrec_pyg.training.config import apply_overrides
 
 COLD_ITEM = 3
@@ -209,31 +207,6 @@ def test_any_number_of_modalities(mods):
     ) / 3
     assert model.modalities == ["audio", "image", "text"]
     assert_close(terms["cl"].detach(), expected)
-
-
-def test_dataset_without_features_is_a_clear_error(data):
-    bare = copy.copy(data)
-    for m in ("image", "text"):
-        del bare["item"][f"x_{m}"]
-    with pytest.raises(ValueError, match="'lgmrec' needs item features"):
-        build(bare)
-
-
-def test_trains_two_epochs_through_the_trainer(data):
-    model = build(data)
-    cfg = TrainConfig(model="lgmrec", epochs=2, batch_size=256, progress=False, device="cpu", ks=[10, 20])
-    before = model.item_emb.weight.detach().clone()
-    result = Trainer(model, data, cfg).fit()
-    assert not torch.equal(before, model.item_emb.weight)
-    assert 0.0 <= result["test"]["recall@20"] <= 1.0
-    assert repr(model).startswith("LGMRec(users=60, items=40, modalities=['image', 'text']")
-
-
-def test_cli_accepts_model(tmp_path):
-    out = tmp_path / "run"
-    rc = main(["train", "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet",
-               "--model", "lgmrec", "--dataset", "synthetic-tiny", "--epochs", "1"])
-    assert rc == 0 and (out / "metrics.json").exists()
 
 
 def test_info_nce_bounded_path_matches_logsumexp_and_its_gradients():

@@ -19,7 +19,7 @@ import torch
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import load_dataset
-from dhmrec_pyg.models import MODELS, DHMRec, DHMRecConfig, LightGCN, LightGCNConfig
+from dhmrec_pyg.models import MODELS, DHMRecConfig, LightGCN, LightGCNConfig
 from dhmrec_pyg.training import TrainConfig
 from dhmrec_pyg.training.checkpoint import CheckpointError, load_checkpoint
 from dhmrec_pyg.training.sampler import BPRSampler
