@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a model and evaluate it (default: LightGCN on the built-in demo data)",
+        help="train a model and evaluate it (default: DHMRec on the built-in demo data)",
         description="Train a model with BPR, validate every epoch, early-stop on validation "
         "Recall@20, and report test metrics at the best validation epoch. Writes a run folder "
         "with config.yaml, history.csv, metrics.json, best.pt and checkpoint.pt (written after "
