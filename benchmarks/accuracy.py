@@ -180,7 +180,7 @@ def markdown(report: Dict[str, Any]) -> str:
              "| model | selected | seeds | valid R@20 | R@10 | R@20 | N@10 | N@20 | best epoch | s/epoch | peak MiB | vs reference R@20 / N@20 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sel = ", ".join(f"{k}={v}" for k, v in r["selected"].items()) or "defaults"
+        sel = ", ".join(f"{k}={v}" for k, v in r["selected"].items() if k != "seed") or "defaults"
         rel = r.get("relative_to_reference")
         ref = (f"{rel['recall@20']:+.1%} / {rel['ndcg@20']:+.1%}" if rel else "")
         peak = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "n/a"
