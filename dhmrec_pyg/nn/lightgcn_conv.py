@@ -65,31 +65,11 @@ class LightGCNConv(MessagePassing):
     def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
         """Fused sparse-dense product used for sparse adjacencies."""
         if is_torch_sparse(adj_t) and getattr(adj_t, "_dhmrec_symmetric", False):
-            return SymmetricSpMM.apply(adj_t, x)
+            return PairedSpMM.apply(adj_t, adj_t, x)  # symmetric: the matrix is its own transpose
         return spmm(adj_t, x, reduce=self.aggr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}()"
-
-
-class SymmetricSpMM(torch.autograd.Function):
-    """``A @ X`` for a symmetric sparse ``A``, whose backward is ``A @ grad``.
-
-    ``torch.sparse.mm`` differentiates through ``A.t()``, which for a CSR
-    tensor means converting the matrix on every backward pass. A normalised
-    user-item or item-item adjacency is symmetric, so the transpose is the
-    matrix itself and the conversion can be skipped.
-    """
-
-    @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(adj)
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (adj,) = ctx.saved_tensors
-        return None, torch.sparse.mm(adj, grad)
 
 
 class PairedSpMM(torch.autograd.Function):
@@ -97,7 +77,9 @@ class PairedSpMM(torch.autograd.Function):
 
     The backward pass is ``A_t @ grad``: the transpose is built once (when the
     graph is), not converted from ``A`` on every backward pass as
-    ``torch.sparse.mm`` does. :class:`SymmetricSpMM` is the case ``A_t = A``.
+    ``torch.sparse.mm`` does (for a CSR tensor, a conversion each time). A
+    normalised user-item or item-item adjacency is symmetric: pass it as both
+    ``A`` and ``A_t``.
     """
 
     @staticmethod
