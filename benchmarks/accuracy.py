@@ -108,11 +108,14 @@ def expand(names: List[str], tuned: bool = True) -> List[str]:
     return list(dict.fromkeys(out))
 
 
+def result_tag(variant: str) -> str:
+    """The ``benchmarks.reproduce --tag`` of a variant."""
+    return "acc_tuned" if variant.endswith("-tuned") else "acc"
+
+
 def result_stem(dataset: str, variant: str) -> str:
     """File stem of a variant's per-model result under ``benchmarks/results``."""
-    model = VARIANTS[variant].model
-    tag = "acc_tuned" if variant.endswith("-tuned") else "acc"
-    return f"{dataset}_{model}_{tag}"
+    return f"{dataset}_{VARIANTS[variant].model}_{result_tag(variant)}"
 
 
 def reproduce_args(args: argparse.Namespace, variant: str) -> List[str]:
@@ -120,7 +123,7 @@ def reproduce_args(args: argparse.Namespace, variant: str) -> List[str]:
     v = VARIANTS[variant]
     out = ["--dataset", args.dataset, "--data-root", args.data_root, "--model", v.model,
            "--threads", str(args.threads), "--runs", args.runs,
-           "--tag", result_stem(args.dataset, variant).split(f"{v.model}_", 1)[1]]
+           "--tag", result_tag(variant)]
     for key, values in v.grid_for(args.grid_size).items():
         out += ["--grid", f"{key}={','.join(values)}"]
     for pair in v.sets + list(args.sets):

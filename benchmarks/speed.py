@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -63,12 +62,6 @@ PAPER_FEATURES = {"image": 4096, "text": 384}
 
 
 # ---------------------------------------------------------------------------- helpers
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
-
-
 def dataset_source(name: str) -> Tuple[str, str]:
     """``("real", name)`` or ``("synthetic", profile)`` for a dataset name."""
     from dhmrec_pyg.data.synthetic import synthetic_profile_of
@@ -164,8 +157,9 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.training.config import TrainConfig, apply_overrides
     from dhmrec_pyg.training.trainer import Trainer, build_model, evaluate_model, resolve_device, seed_everything
+    from benchmarks.reproduce import peak_rss_mib
 
-    base_rss = _rss_mib()
+    base_rss = peak_rss_mib()
     device = resolve_device(spec["device"])
     cuda = device.type == "cuda"
     model_name = spec["model"]
@@ -258,7 +252,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "loss": float(losses.get("loss", float("nan"))),
         "valid_recall@20": float(valid.get("recall@20", float("nan"))),
         "base_rss_mib": base_rss,
-        "peak_rss_mib": _rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
     }
     if cuda:
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
