@@ -260,6 +260,39 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- driver
+
+#: Per-run measurements summarised over the rounds (median; peak memory: maximum).
+_MEDIAN_FIELDS = ("seconds_per_batch", "seconds_per_epoch", "eval_seconds", "build_seconds",
+                  "hook_seconds", "sampling_seconds")
+
+
+def combine_runs(runs: List[Dict[str, Any]], freedom: Optional[List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """One row from a model's rounds: medians over its successful runs, ratios to FREEDOM by round.
+
+    ``ratio_to_freedom`` is the median over rounds of (this run's s/epoch / FREEDOM's s/epoch in the
+    same round), so drift of a shared machine between rounds cancels; ``ratio_range`` is its min and max.
+    A model with no successful run gives its first failure.
+    """
+    ok = [r for r in runs if r.get("status") == "ok"]
+    if not ok:
+        return dict(runs[0])
+    row = dict(ok[0])
+    row.pop("batch_seconds", None)
+    for key in _MEDIAN_FIELDS:
+        row[key] = statistics.median(r[key] for r in ok)
+    row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in ok)
+    row["base_rss_mib"] = min(r["base_rss_mib"] for r in ok)
+    if "peak_cuda_mib" in row:
+        row["peak_cuda_mib"] = max(r.get("peak_cuda_mib", 0.0) for r in ok)
+    row["rounds"] = [{k: r.get(k) for k in ("status", "error", *_MEDIAN_FIELDS, "peak_rss_mib", "wall_seconds")}
+                     for r in runs]
+    ratios = [r["seconds_per_epoch"] / f["seconds_per_epoch"] for r, f in zip(runs, freedom or [])
+              if r.get("status") == "ok" and f.get("status") == "ok"]
+    if ratios:
+        row["ratio_to_freedom"] = statistics.median(ratios)
+        row["ratio_range"] = [min(ratios), max(ratios)]
+    return row
+
 def _run_pair(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """Run one worker subprocess; its measurements, or an error row."""
     env = dict(os.environ)
@@ -321,6 +354,10 @@ def markdown(result: Dict[str, Any]) -> str:
                                                             if cuda else "."),
         "",
     ]
+    if s.get("repeats", 1) > 1:
+        lines += [f"{s['repeats']} rounds, each timing every model once in a fresh process, one after the "
+                  "other: times are medians over the rounds, peak MiB the maximum; x FREEDOM is the median "
+                  "(and range) over rounds of the ratio to FREEDOM's s/epoch in the same round.", ""]
     head = "| dataset | model | s/epoch | x FREEDOM | s/batch | batches/epoch | s/eval | peak MiB |"
     sep = "|---|---|---|---|---|---|---|---|"
     if cuda:
@@ -335,7 +372,11 @@ def markdown(result: Dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
             continue
         ratio = r.get("ratio_to_freedom")
-        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), _fmt(ratio) if ratio else "-",
+        ratio_cell = "-"
+        if ratio:
+            lo, hi = r.get("ratio_range", [ratio, ratio])
+            ratio_cell = _fmt(ratio) + (f" ({_fmt(lo)}-{_fmt(hi)})" if s.get("repeats", 1) > 1 else "")
+        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), ratio_cell,
                  _fmt(r["seconds_per_batch"], 3), str(r["batches_per_epoch"]), _fmt(r["eval_seconds"]),
                  f"{r['peak_rss_mib']:.0f}"]
         if cuda:
@@ -379,6 +420,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batches", type=int, default=10, help="timed mini-batches per (dataset, model)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up mini-batches before timing")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds over the models (fresh process each); medians, ratios paired by round")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per worker (0: defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -389,8 +432,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per (dataset, model) worker")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for speed.json and speed.md")
     args = p.parse_args(argv)
-    if args.batches < 1 or args.warmup < 1:
-        p.error("--batches and --warmup must be at least 1")
+    if args.batches < 1 or args.warmup < 1 or args.repeats < 1:
+        p.error("--batches, --warmup and --repeats must be at least 1")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -425,30 +468,31 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{name}: skipped: {note}", file=sys.stderr, flush=True)
             rows += [{"dataset": name, "model": m, "status": "skipped", "error": note} for m in models]
             continue
-        for model in models:
-            spec = {"dataset": name, "model": model, "folder": str(folder), "device": args.device,
-                    "batches": args.batches, "warmup": args.warmup, "threads": args.threads,
-                    "seed": args.seed, "sets": args.sets, "random_features": random_features,
-                    "feature_dims": PAPER_FEATURES}
-            print(f"{name} / {model} ...", file=sys.stderr, flush=True)
-            out = _run_pair(spec, args.timeout)
-            if out["status"] == "ok":
-                ds_info[name].setdefault("shape", out["shape"])
-                print(f"  {out['seconds_per_epoch']:.2f} s/epoch, {out['eval_seconds']:.2f} s/eval, "
-                      f"build {out['build_seconds']:.2f} s, peak {out['peak_rss_mib']:.0f} MiB "
-                      f"({out['wall_seconds']:.0f} s wall)", file=sys.stderr, flush=True)
-            else:
-                print(f"  failed: {out.get('error')}\n    " + "\n    ".join(out.get("stderr_tail", [])),
-                      file=sys.stderr, flush=True)
-            rows.append({"dataset": name, "model": model, **out})
-    for row in rows:
-        ref = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == "freedom"
-                    and r["status"] == "ok"), None)
-        if row["status"] == "ok" and ref is not None:
-            row["ratio_to_freedom"] = row["seconds_per_epoch"] / ref["seconds_per_epoch"]
+        runs: Dict[str, List[Dict[str, Any]]] = {m: [] for m in models}
+        for rep in range(args.repeats):  # round-robin: every round times all models back to back
+            for model in models:
+                spec = {"dataset": name, "model": model, "folder": str(folder), "device": args.device,
+                        "batches": args.batches, "warmup": args.warmup, "threads": args.threads,
+                        "seed": args.seed, "sets": args.sets, "random_features": random_features,
+                        "feature_dims": PAPER_FEATURES}
+                label = f" (round {rep + 1}/{args.repeats})" if args.repeats > 1 else ""
+                print(f"{name} / {model}{label} ...", file=sys.stderr, flush=True)
+                out = _run_pair(spec, args.timeout)
+                if out["status"] == "ok":
+                    ds_info[name].setdefault("shape", out["shape"])
+                    print(f"  {out['seconds_per_epoch']:.2f} s/epoch, {out['eval_seconds']:.2f} s/eval, "
+                          f"build {out['build_seconds']:.2f} s, peak {out['peak_rss_mib']:.0f} MiB "
+                          f"({out['wall_seconds']:.0f} s wall)", file=sys.stderr, flush=True)
+                else:
+                    print(f"  failed: {out.get('error')}\n    " + "\n    ".join(out.get("stderr_tail", [])),
+                          file=sys.stderr, flush=True)
+                runs[model].append(out)
+        rows += [{"dataset": name, "model": model, **combine_runs(runs[model], runs.get("freedom"))}
+                 for model in models]
     result = {
         "command": "python -m benchmarks.speed " + " ".join(shlex.quote(a) for a in argv),
         "settings": {"device": args.device, "batches": args.batches, "warmup": args.warmup,
+                     "repeats": args.repeats,
                      "threads": args.threads, "seed": args.seed, "sets": args.sets,
                      "batch_size": next((r["batch_size"] for r in rows if r["status"] == "ok"), None),
                      "s_per_epoch": "hook + sampling + mean s/batch x batches per epoch"},

@@ -39,3 +39,24 @@ def test_closed_form_gradients_match_autograd_of_the_definition():
     want = torch.autograd.grad(3.0 * definition(*inputs), inputs)
     for g, w in zip(got, want):
         assert_close(g, w)
+
+
+def test_blocked_evaluation_matches_one_block(monkeypatch):
+    import dhmrec_pyg.nn.alignment as alignment
+
+    torch.manual_seed(3)
+    inputs = [torch.randn(s, 4, dtype=torch.float64) for s in (10, 6, 10, 6)]
+
+    def value_and_grads():
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        kl = interaction_kl(*leaves)
+        return [kl.detach()] + list(torch.autograd.grad(kl, leaves))
+
+    whole = value_and_grads()
+    monkeypatch.setattr(alignment, "CPU_BLOCK_ELEMENTS", 3 * 6)  # blocks of 3 users: 3, 3, 3, 1
+    assert alignment._block_rows(10, 6, torch.device("cpu")) == 3
+    blocked = value_and_grads()
+    for b, w in zip(blocked, whole):
+        assert_close(b, w)
+    with torch.no_grad():  # no gradient wanted: the value alone, through the same blocks
+        assert_close(interaction_kl(*inputs), whole[0])

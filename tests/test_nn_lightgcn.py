@@ -98,3 +98,32 @@ def test_symmetric_mark_survives_module_move():
 def test_repr():
     assert repr(LightGCNConv()) == "LightGCNConv()"
     assert repr(LightGCNPropagation(2)) == "LightGCNPropagation(num_layers=2)"
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("with_users", [True, False])
+def test_from_items_equals_propagating_aggregated_users(num_layers, with_users):
+    from dhmrec_pyg.nn.item_graph import user_item_adjacency
+
+    torch.manual_seed(num_layers)
+    num_u, num_i = 7, 5
+    users = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 6])
+    items = torch.tensor([0, 1, 1, 2, 0, 3, 4, 4, 2, 1, 3])
+    edge_index = torch.stack([users, items])
+    adj = normalized_adjacency(edge_index, num_u, num_i)
+    adj_ui = user_item_adjacency(edge_index, num_u, num_i)
+    adj_iu = adj_ui.t().to_sparse_csr()
+    x = torch.randn(num_i, 3, requires_grad=True)
+    prop = LightGCNPropagation(num_layers)
+
+    want = prop(torch.cat([torch.sparse.mm(adj_ui, x), x]), adj)
+    got_u, got_i = prop.from_items(x, adj_ui, adj_iu, with_users=with_users)
+    assert_close(got_i, want[num_u:])
+    if with_users:
+        assert_close(got_u, want[:num_u])
+    else:
+        assert got_u is None
+    weights = torch.randn(num_i, 3)
+    (g_want,) = torch.autograd.grad((want[num_u:] * weights).sum(), x)
+    (g_got,) = torch.autograd.grad((got_i * weights).sum(), x)
+    assert_close(g_got, g_want)

@@ -280,12 +280,15 @@ class DHMRec(Recommender):
 
         views = []
         for name, item_code in zip(self.view_names, [codes.common] + list(codes.specific)):
-            user0 = self.user_aggregation(item_code, self.adj_ui, adj_t=self.adj_iu)
-            e = self.ui_propagation(torch.cat([user0, item_code]), self.adj)
+            # (7)-(8) from users aggregated from their items (equal to propagating
+            # cat([user_aggregation(item_code), item_code]) over self.adj, in half the products).
+            users, items = self.ui_propagation.from_items(
+                item_code, self.adj_ui, self.adj_iu, with_users=not cfg.item_graphs
+            )
             if cfg.item_graphs:
-                items = self.ii_propagation(e[num_u:], getattr(self, f"ii_adj_{name}"))
-                e = torch.cat([self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu), items])
-            views.append(e)
+                items = self.ii_propagation(items, getattr(self, f"ii_adj_{name}"))
+                users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)
+            views.append(torch.cat([users, items]))
 
         e_mm = self.fusion(views) if self.fusion is not None else torch.stack(views).mean(0)
         final = e_id + cfg.alpha_mm * e_mm
