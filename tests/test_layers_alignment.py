@@ -42,7 +42,7 @@ def test_closed_form_gradients_match_autograd_of_the_definition():
 
 
 def test_blocked_evaluation_matches_one_block(monkeypatch):
-    import dhmrec_pyg.nn.alignment as alignment
+    import dhmrec_pyg.nn.blocks as blocks
 
     torch.manual_seed(3)
     inputs = [torch.randn(s, 4, dtype=torch.float64) for s in (10, 6, 10, 6)]
@@ -53,8 +53,8 @@ def test_blocked_evaluation_matches_one_block(monkeypatch):
         return [kl.detach()] + list(torch.autograd.grad(kl, leaves))
 
     whole = value_and_grads()
-    monkeypatch.setattr(alignment, "CPU_BLOCK_ELEMENTS", 3 * 6)  # blocks of 3 users: 3, 3, 3, 1
-    assert alignment._block_rows(10, 6, torch.device("cpu")) == 3
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 3 * 6)  # blocks of 3 users: 3, 3, 3, 1
+    assert blocks.block_rows(10, 6, torch.device("cpu")) == 3
     blocked = value_and_grads()
     for b, w in zip(blocked, whole):
         assert_close(b, w)

@@ -228,3 +228,22 @@ def test_info_nce_bounded_path_matches_logsumexp_and_its_gradients():
         for g, w in zip(torch.autograd.grad(got, tensors), torch.autograd.grad(want, tensors)):
             torch.testing.assert_close(g, w)
     assert torch.autograd.gradcheck(lambda *t: info_nce(*t, temperature=0.2), tensors)
+
+
+def test_info_nce_blocks_match_one_block(monkeypatch):
+    import dhmrec_pyg.nn.blocks as blocks
+    from dhmrec_pyg.nn.hypergraph import info_nce
+
+    torch.manual_seed(4)
+    base = [torch.randn(s, 6, dtype=torch.float64) for s in (7, 7, 9)]
+
+    def value_and_grads(reduction):
+        leaves = [t.clone().requires_grad_(True) for t in base]
+        loss = info_nce(*leaves, temperature=0.2, reduction=reduction)
+        return [loss.detach()] + list(torch.autograd.grad(2.5 * loss, leaves))
+
+    whole = {r: value_and_grads(r) for r in ("sum", "mean")}
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 2 * 9)  # blocks of 2 anchors: 2, 2, 2, 1
+    for reduction, want in whole.items():
+        for got, w in zip(value_and_grads(reduction), want):
+            torch.testing.assert_close(got, w)

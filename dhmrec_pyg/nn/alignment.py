@@ -6,18 +6,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-#: Elements of one ``rows x |I|`` score block on CPU (2 MiB in float32): blocks this
-#: size stay in cache and far below glibc's mmap threshold, so the products and the
-#: passes over them run at cache speed (a whole 2,000 x 7,050 batch is about 4x
-#: slower per row in the score product alone).
-CPU_BLOCK_ELEMENTS = 1 << 19
-#: Elements of one score block on accelerators (1 GiB in float32), a memory bound only.
-DEVICE_BLOCK_ELEMENTS = 1 << 28
-
-
-def _block_rows(num_rows: int, num_items: int, device: torch.device) -> int:
-    budget = CPU_BLOCK_ELEMENTS if device.type == "cpu" else DEVICE_BLOCK_ELEMENTS
-    return max(1, min(num_rows, budget // max(num_items, 1)))
+from dhmrec_pyg.nn.blocks import block_rows
 
 
 def _softmax_and_log_(scores: Tensor, probs: Tensor) -> None:
@@ -46,7 +35,7 @@ def _kl_blocks(
     product with the other side.
     """
     num_rows, num_items = user_mm.size(0), item_mm.size(0)
-    step = _block_rows(num_rows, num_items, user_mm.device)
+    step = block_rows(num_rows, num_items, user_mm.device)
     rows = user_mm.new_empty(num_rows)
     out: List[Optional[Tensor]] = [
         torch.empty_like(user_mm) if grads[0] else None,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import spmm
 
+from dhmrec_pyg.nn.blocks import block_rows
 from dhmrec_pyg.nn.graph import is_torch_sparse
 
 
@@ -170,30 +171,52 @@ class HyperedgePropagation(nn.Module):
 _MAX_EXP_RANGE = 80.0  # exp(-80) is still a normal float32
 
 
-class _BoundedLogSumExp(torch.autograd.Function):
-    r"""Row-wise :math:`\log\sum_j \exp(\mathbf{a}_b^\top\mathbf{c}_j)` for scores bounded by ``bound``.
+class _BoundedLogSumExpSum(torch.autograd.Function):
+    r""":math:`w \sum_b \log\sum_j \exp(\mathbf{a}_b^\top\mathbf{c}_j)` for scores bounded by ``bound``.
 
-    Forward: one product, one shifted exp and a row sum; the ``[B, N]``
-    exponentials are kept, and the backward pass is two products with them
-    (:math:`\partial/\partial \mathbf{a} = (E\,\mathbf{C}) / z`,
-    :math:`\partial/\partial \mathbf{C} = E^\top (\mathbf{a} / z)`), with
-    no further pass over the ``[B, N]`` matrix.
+    The output is a scalar, so its gradients are known up to the incoming factor
+    once the forward pass has seen the exponentials: with
+    :math:`E_{bj} = e^{\mathbf{a}_b^\top\mathbf{c}_j - \text{bound}}` and
+    :math:`z_b = \sum_j E_{bj}`, :math:`\partial/\partial \mathbf{a}_b = w\,(E\,\mathbf{C})_b / z_b`
+    and :math:`\partial/\partial \mathbf{C} = w\,E^\top (\mathbf{a} / z)`. The forward
+    pass forms them block by block over the anchors
+    (:func:`~dhmrec_pyg.nn.blocks.block_rows`), in one reused buffer, so no
+    ``[B, N]`` matrix is ever held whole; ``backward`` only scales them.
     """
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, c: Tensor, bound: float) -> Tensor:  # type: ignore[override]
-        e = torch.exp((a @ c.t()).sub_(bound))
-        z = e.sum(dim=-1)
-        ctx.save_for_backward(a, c, e, z)
-        return z.log() + bound
+    def forward(ctx: Any, a: Tensor, c: Tensor, bound: float, weight: float) -> Tensor:  # type: ignore[override]
+        need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        num_rows, num_cols = a.size(0), c.size(0)
+        step = block_rows(num_rows, num_cols, a.device)
+        total = a.new_zeros(())
+        grad_a = torch.empty_like(a) if need_a else None
+        grad_c = torch.zeros_like(c) if need_c else None
+        c_t = c.t().contiguous()
+        work = a.new_empty(step, num_cols)
+        for start in range(0, num_rows, step):
+            sl = slice(start, min(start + step, num_rows))
+            e = torch.mm(a[sl], c_t, out=work[: sl.stop - sl.start]).sub_(bound).exp_()
+            z = e.sum(dim=-1)
+            total += z.log().sum()
+            if need_a or need_c:
+                inv = z.reciprocal_().mul_(weight).unsqueeze(-1)  # w / z
+                if need_a:
+                    torch.mm(e, c, out=grad_a[sl]).mul_(inv)  # type: ignore[index]
+                if need_c:
+                    grad_c.addmm_(e.t(), a[sl] * inv)  # type: ignore[union-attr]
+        ctx.grads = (grad_a, grad_c)
+        return (total + bound * num_rows) * weight
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None]:  # type: ignore[override]
-        a, c, e, z = ctx.saved_tensors
-        w = (grad / z).unsqueeze(-1)
-        grad_a = (e @ c).mul_(w) if ctx.needs_input_grad[0] else None
-        grad_c = e.t() @ (a * w) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_c, None
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
+        grad_a, grad_c = ctx.grads
+        return (
+            None if grad_a is None else grad_a * grad,
+            None if grad_c is None else grad_c * grad,
+            None,
+            None,
+        )
 
 
 def info_nce(
@@ -212,7 +235,7 @@ def info_nce(
     positive is among them). Cosine scores lie in :math:`[-1/\tau, 1/\tau]`, so
     the log-sum-exp is shifted by the constant :math:`1/\tau` (no overflow, no
     row maximum to find) and its gradients are written out
-    (:class:`_BoundedLogSumExp`); below :math:`\tau = 0.025`, where
+    (:class:`_BoundedLogSumExpSum`, block by block); below :math:`\tau = 0.025`, where
     :math:`e^{-2/\tau}` would underflow, ``torch.logsumexp`` is used. ``reduction="sum"`` (LGMRec's public code,
     to which its ``cl_weight`` 1e-4 is tuned) or ``"mean"`` over the anchors.
 
@@ -227,12 +250,12 @@ def info_nce(
     a = F.normalize(anchor, dim=-1) / temperature
     pos = (a * F.normalize(positive, dim=-1)).sum(-1)
     c = F.normalize(candidates, dim=-1)
+    weight = 1.0 if reduction == "sum" else 1.0 / max(anchor.size(0), 1)
     if 2.0 / temperature <= _MAX_EXP_RANGE:
-        lse = _BoundedLogSumExp.apply(a, c, 1.0 / temperature)
+        lse_total = _BoundedLogSumExpSum.apply(a, c, 1.0 / temperature, weight)
     else:  # very small temperatures: exp(-2/tau) would underflow, take the general route
-        lse = torch.logsumexp(a @ c.t(), dim=-1)
-    losses = lse - pos
-    return losses.sum() if reduction == "sum" else losses.mean()
+        lse_total = torch.logsumexp(a @ c.t(), dim=-1).sum() * weight
+    return lse_total - pos.sum() * weight
 
 
 __all__ = ["HyperedgeMembership", "HyperedgePropagation", "info_nce"]
