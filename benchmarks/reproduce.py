@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--runs", default=str(HERE / "runs"), help="where run folders go")
     p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="read finished runs of the same configuration in their folders instead of retraining")
     p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
     args = p.parse_args(argv)
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{args.dataset}_{args.model}{('_' + args.tag) if args.tag else ''}"
     start = time.time()
     report = run_grid(cfg, {}, MODELS[args.model].config_class, grid, Path(args.runs) / name,
-                      args.sets, seeds, data)
+                      args.sets, seeds, data, reuse=args.reuse_runs)
     report.update(
         command="python -m benchmarks.reproduce " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         wall_seconds=round(time.time() - start, 1),

@@ -117,3 +117,34 @@ def test_help_lists_every_option(capsys):
     for opt in ("--model", "--dataset", "--data-root", "--epochs", "--seed", "--seeds", "--out",
                 "--set", "--grid", "--overwrite", "--config", "--device"):
         assert opt in text
+
+
+def test_grid_with_reuse_reads_finished_runs_and_trains_the_rest(tmp_path, data_root, monkeypatch):
+    import dhmrec_pyg.training.run as run
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import TrainConfig
+
+    cfg = TrainConfig(model="bpr", dataset="demo", data_root=data_root, epochs=1, progress=False)
+    cls = MODELS["bpr"].config_class
+    first = run.run_grid(cfg, {}, cls, {"seed": ["0"]}, tmp_path / "g", seeds=[0, 1])
+    # The chosen grid run counts for its own seed: seed 0 was not trained a second time.
+    assert not (tmp_path / "g" / "best_seeds" / "seed_0").exists()
+    assert (tmp_path / "g" / "best_seeds" / "seed_1" / "metrics.json").is_file()
+
+    trained = []
+    real_fit = run.Trainer.fit
+
+    def counting_fit(self, *args, **kwargs):
+        trained.append(self.out_dir.name)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(run.Trainer, "fit", counting_fit)
+    again = run.run_grid(cfg, {}, cls, {"seed": ["0"]}, tmp_path / "g", seeds=[0, 1, 2], reuse=True)
+    assert trained == ["seed_2"]  # grid_0 and seed_1 were read back, only the new seed trained
+    assert again["rows"] == first["rows"]
+    assert again["seeds_summary"]["seeds"] == [0, 1, 2]
+    # A finished run of another configuration is not taken for this one.
+    other, model_cfg = run.apply_overrides(cfg, {}, cls, ["seed=0", "reg_weight=0.5"])
+    assert run.finished_run(other, model_cfg, tmp_path / "g" / "grid_0") is None
+    same, model_cfg = run.apply_overrides(cfg, {}, cls, ["seed=0"])
+    assert run.finished_run(same, model_cfg, tmp_path / "g" / "grid_0")["seed"] == 0

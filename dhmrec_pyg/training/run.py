@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.training import distributed as ddist
-from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides
+from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, dump_config
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
 
@@ -25,10 +26,35 @@ def load_data(cfg: TrainConfig) -> HeteroData:
     return load_dataset(cfg.dataset, root=cfg.data_root)
 
 
+def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Dict[str, Any]]:
+    """The results of a finished run of exactly this configuration in ``out_dir``, else ``None``.
+
+    Finished means ``metrics.json`` is there; the same configuration means the folder's
+    ``config.yaml`` is the one this configuration would write, apart from how the run was
+    watched (``progress``), so a grid or seed series can be completed without retraining.
+    """
+    metrics, config = Path(out_dir) / "metrics.json", Path(out_dir) / "config.yaml"
+    if not (metrics.is_file() and config.is_file()):
+        return None
+    wanted = {dump_config(replace(cfg, progress=flag), model_cfg) for flag in (True, False)}
+    if config.read_text(encoding="utf-8") not in wanted:
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8"))
+
+
 def run_once(
-    cfg: TrainConfig, model_cfg: Any, out_dir: Optional[Path], data: Optional[HeteroData] = None
+    cfg: TrainConfig, model_cfg: Any, out_dir: Optional[Path], data: Optional[HeteroData] = None,
+    reuse: bool = False,
 ) -> Dict[str, Any]:
-    """Train and evaluate one configuration; write the run folder if ``out_dir`` is given."""
+    """Train and evaluate one configuration; write the run folder if ``out_dir`` is given.
+
+    With ``reuse``, a finished run of the same configuration already in ``out_dir``
+    (:func:`finished_run`) is returned instead of trained again.
+    """
+    if reuse and out_dir is not None:
+        done = finished_run(cfg, model_cfg, out_dir)
+        if done is not None:
+            return done
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
@@ -56,17 +82,18 @@ def summarise(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 def run_seeds(
     cfg: TrainConfig, model_cfg: Any, seeds: Sequence[int], out_dir: Path, data: Optional[HeteroData] = None,
-    done: Optional[Dict[int, Dict[str, Any]]] = None,
+    done: Optional[Dict[int, Dict[str, Any]]] = None, reuse: bool = False,
 ) -> Dict[str, Any]:
     """Repeat a run for each seed (``out_dir/seed_<s>``) and write ``summary.json``.
 
     ``done`` maps seeds already trained with this exact configuration to their
-    results (``metrics.json`` content); those are not trained again.
+    results (``metrics.json`` content); those are not trained again, nor, with
+    ``reuse``, are finished seed folders of the same configuration.
     """
     data = load_data(cfg) if data is None else data
     done = done or {}
     results = [
-        done[s] if s in done else run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data)
+        done[s] if s in done else run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data, reuse)
         for s in seeds
     ]
     summary = summarise(results)
@@ -98,6 +125,7 @@ def run_grid(
     base_overrides: Sequence[str] = (),
     seeds: Sequence[int] = (),
     data: Optional[HeteroData] = None,
+    reuse: bool = False,
 ) -> Dict[str, Any]:
     """Run every point of a hyper-parameter grid and keep the best on validation.
 
@@ -105,7 +133,8 @@ def run_grid(
     metric (``cfg.valid_metric``) is chosen; its test metrics are reported, but
     test never influences the choice. With ``seeds``, the chosen point is then
     re-run for each seed and ``summary.json`` gets mean and std.
-    Writes ``grid.csv`` and ``grid.json``.
+    Writes ``grid.csv`` and ``grid.json``. With ``reuse``, finished runs of the same
+    configuration already in their folders are read instead of trained again.
     """
     data = load_data(cfg) if data is None else data
     keys = list(grid)
@@ -116,7 +145,7 @@ def run_grid(
     for n, values in enumerate(points):
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in zip(keys, values)]
         point_cfg, point_model = apply_overrides(cfg, model_values, model_config_class, pairs)
-        result = run_once(point_cfg, point_model, out_dir / f"grid_{n}", data)
+        result = run_once(point_cfg, point_model, out_dir / f"grid_{n}", data, reuse)
         results.append(result)
         row = {"run": f"grid_{n}", **dict(zip(keys, values)), "best_epoch": result["best_epoch"],
                f"valid_{cfg.valid_metric}": result["valid"][cfg.valid_metric],
@@ -139,9 +168,11 @@ def run_grid(
     if seeds:
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in chosen.items()]
         best_cfg, best_model = apply_overrides(cfg, model_values, model_config_class, pairs)
-        # The chosen grid point already ran with its own seed: that run counts for that seed.
-        done = {best_cfg.seed: results[best[1]]} if "seed" not in keys else {}
-        report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data, done)
+        # The chosen grid point already ran with its own seed (best_cfg.seed, also when the
+        # grid is over seeds): that run counts for that seed.
+        done = {best_cfg.seed: results[best[1]]}
+        report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data, done,
+                                            reuse)
     if ddist.is_main_process():
         dio.write_json(out_dir / "grid.json", report)
     return report
