@@ -12,6 +12,7 @@ in eval mode), and writes ``eval_noise_<run>.{json,md}`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ def markdown(result: Dict[str, Any]) -> str:
     """The result as a Markdown table (test split)."""
     det, noisy = result["deterministic"]["test"], [d["test"] for d in result["noisy"]]
     lines = [f"# {result['model']} on {result['dataset']}: evaluation with and without Gumbel noise", "",
+             f"Command: `{result['command']}`", "",
              f"Run `{result['run']}`, best weights; {result['draws']} noisy draws (torch seed "
              f"{result['seed']}). Test split.", "",
              "| evaluation | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
@@ -66,6 +68,10 @@ def markdown(result: Dict[str, Any]) -> str:
         lines.append("| noisy mean ± std | " + " | ".join(
             f"{statistics.fmean(d[k] for d in noisy):.4f} ± {statistics.stdev(d[k] for d in noisy):.4f}"
             for k in METRICS) + " |")
+    env = result.get("environment")
+    if env:
+        lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores, GPU {env['gpu']}; torch {env['torch']}, "
+                  f"PyG {env['torch_geometric']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +89,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dhmrec_pyg.training.trainer import environment
 
     result = evaluate_draws(Path(args.run), args.draws, args.seed)
+    result["run"] = args.run
     result["environment"] = environment()
+    result["command"] = "python -m benchmarks.eval_noise " + " ".join(shlex.quote(a) for a in
+                                                                       (sys.argv[1:] if argv is None else argv))
     name = f"eval_noise_{Path(args.run).parent.name}_{Path(args.run).name}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -144,6 +144,8 @@ def main() -> int:
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("knn", "Item-item KNN graph build")
+    for path in sorted((HERE / "results").glob("eval_noise_*.md")):
+        body += embedded(path.stem, "LGMRec evaluated with its public code's evaluation-time Gumbel noise")
     body += ablation_table() + propagation_table()
     body += ["", "**Every recorded run** (each `benchmarks/results/<dataset>_<model>[_tag].md` has the grid):", ""]
     body += accuracy_table() + [""]
