@@ -64,6 +64,10 @@ ABLATIONS = {
 }
 
 
+#: Options an ablation or full-model row may set without being a probe of another setting.
+_ROW_KEYS = {"ln_gain", "reg_weight", "alpha_mm", "knn_cache_dir", "epochs"}
+
+
 def ablation_table() -> list[str]:
     """DHMRec against its ablations per dataset, like the paper's Table 2.
 
@@ -80,6 +84,10 @@ def ablation_table() -> list[str]:
                   **dict(x.split("=", 1) for x in sets)}
         gain = report.get("ln_gain", params.get("ln_gain", "unit"))
         switch = [ABLATIONS[x] for x in sets if x in ABLATIONS]
+        # Probes of other settings (learning rate, loss weights, ...) are neither row.
+        changed = {x.split("=", 1)[0] for x in sets if x not in ABLATIONS} - _ROW_KEYS
+        if changed:
+            continue
         if switch:
             name = switch[0]
         elif params.get("reg_weight") in ("1e-2", "0.01") and params.get("alpha_mm", "0.8") == "0.8":
