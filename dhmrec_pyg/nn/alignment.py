@@ -113,7 +113,7 @@ def interaction_kl(user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: T
     Reading taken (SPEC.md): the softmax runs over *all* items, the KL is
     summed over items and averaged over the given users; its cost is
     :math:`O(B |\mathcal{I}| d)`. Both distributions are kept in log space
-    (``log_softmax``), so it is finite however peaked the scores are.
+    (scores minus their log-normaliser), so it is finite however peaked the scores are.
     Gradients reach both sides; they are computed in closed form during the
     forward pass (a custom autograd function), block by block over the users,
     so the :math:`B \times |\mathcal{I}|` score matrices are never held whole

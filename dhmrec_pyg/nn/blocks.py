@@ -8,8 +8,9 @@ import torch
 #: over them run at cache speed (for a whole 2,000 x 7,050 batch the score product
 #: alone is about 4x slower per row, from fresh pages and cache misses).
 CPU_BLOCK_ELEMENTS = 1 << 19
-#: Elements of one score block on accelerators (1 GiB in float32), a memory bound only.
-DEVICE_BLOCK_ELEMENTS = 1 << 28
+#: Elements of one score block on accelerators (256 MiB in float32; a loss keeps up to
+#: four such buffers), a memory bound only: a 2,048-user batch over 7,050 items is one block.
+DEVICE_BLOCK_ELEMENTS = 1 << 26
 
 
 def block_rows(num_rows: int, num_columns: int, device: torch.device) -> int:
