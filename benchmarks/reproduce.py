@@ -13,6 +13,7 @@ and ``.md`` together with the command, the machine and library versions.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=str(HERE / "runs"), help="where run folders go")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--reuse-runs", action="store_true",
-                   help="read finished runs of the same configuration in their folders instead of retraining")
+                   help="read finished runs of the same configuration in their folders instead of retraining "
+                        "(peak memory: the larger of this process's and the earlier result file's)")
     p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
     args = p.parse_args(argv)
 
@@ -86,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         seeds=seeds,
         peak_rss_mib=round(peak_rss_mib(), 1),
     )
-    import json
-
+    previous = Path(args.results) / f"{name}.json"
+    if args.reuse_runs and previous.is_file():
+        # Reused runs were trained (and measured) by an earlier process: keep its peak if higher.
+        earlier = json.loads(previous.read_text()).get("peak_rss_mib")
+        if isinstance(earlier, (int, float)) and earlier > report["peak_rss_mib"]:
+            report["peak_rss_mib"] = earlier
+            report["peak_rss_note"] = "from the earlier result file (runs reused)"
     with open(Path(args.runs) / name / report["best_run"] / "metrics.json") as fh:
         chosen = json.load(fh)
     report["selected_test"] = chosen["test"]
