@@ -89,7 +89,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dhmrec_pyg.training.trainer import environment
 
     result = evaluate_draws(Path(args.run), args.draws, args.seed)
-    result["run"] = args.run
     result["environment"] = environment()
     result["command"] = "python -m benchmarks.eval_noise " + " ".join(shlex.quote(a) for a in
                                                                        (sys.argv[1:] if argv is None else argv))
