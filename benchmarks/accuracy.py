@@ -124,6 +124,8 @@ def reproduce_args(args: argparse.Namespace, variant: str) -> List[str]:
     out = ["--dataset", args.dataset, "--data-root", args.data_root, "--model", v.model,
            "--threads", str(args.threads), "--runs", args.runs,
            "--tag", result_tag(variant)]
+    if getattr(args, "jobs", 1) > 1:
+        out += ["--jobs", str(args.jobs)]
     for key, values in v.grid_for(args.grid_size).items():
         out += ["--grid", f"{key}={','.join(values)}"]
     for pair in v.sets + list(args.sets):
@@ -145,6 +147,7 @@ def matches(report: Dict[str, Any], args: argparse.Namespace, variant: str) -> b
 def row_for(variant: str, report: Dict[str, Any], dataset: str) -> Dict[str, Any]:
     """One table row from a per-model report."""
     row: Dict[str, Any] = {"model": variant, "selected": report["best_params"],
+                           "machine": machine_line(report.get("environment", {})),
                            "best_epoch": report["selected_best_epoch"],
                            "seconds_per_epoch": report["selected_seconds_per_epoch"],
                            "peak_rss_mib": report.get("peak_rss_mib"), "grid_points": len(report["rows"])}
@@ -165,6 +168,14 @@ def row_for(variant: str, report: Dict[str, Any], dataset: str) -> Dict[str, Any
         row["reference"] = ref
         row["relative_to_reference"] = {k: row[k]["mean"] / ref[k] - 1.0 for k in ref}
     return row
+
+
+def machine_line(env: Dict[str, Any]) -> str:
+    """The machine and versions of a result's ``environment``, in one line."""
+    if not env:
+        return "unknown machine"
+    return (f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, GPU {env.get('gpu', 'none')}; "
+            f"torch {env.get('torch', '?')}, PyG {env.get('torch_geometric', '?')}, faiss {env.get('faiss', '?')}")
 
 
 def _cell(value: Dict[str, Any]) -> str:
@@ -203,9 +214,16 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += ["", "Reference implementations on the same split (test): "
                   + "; ".join(f"{m} R@20 {r['recall@20']:.4f} / N@20 {r['ndcg@20']:.4f}" for m, r in refs.items())
                   + "."]
-    env = report["environment"]
-    lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores, GPU {env['gpu']}; torch {env['torch']}, "
-              f"PyG {env['torch_geometric']}, faiss {env['faiss']}; {report['threads']} torch thread(s) per model."]
+    # Each row was trained where its own result file says; rows made on one machine share a line.
+    machines: Dict[str, List[str]] = {}
+    for r in rows:
+        machines.setdefault(r.get("machine") or machine_line(report["environment"]), []).append(r["model"])
+    if len(machines) == 1:
+        lines += ["", f"Machine: {next(iter(machines))}; {report['threads']} torch thread(s) per run."]
+    else:
+        lines += ["", "Machines (s/epoch compares only rows of one machine):", ""]
+        lines += [f"- {', '.join(models)}: {machine}" for machine, models in machines.items()]
+        lines += ["", f"{report['threads']} torch thread(s) per run."]
     return "\n".join(lines) + "\n"
 
 
@@ -221,6 +239,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every model (e.g. epochs=5 for a smoke run)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs of one model trained at once (benchmarks.reproduce --jobs)")
     p.add_argument("--runs", default=str(HERE / "runs"))
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--reuse", action="store_true", help="skip models whose result file matches")

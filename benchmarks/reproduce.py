@@ -34,10 +34,11 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
+    """Peak resident memory so far, in MiB (``ru_maxrss``): of this process, or of the
+    largest finished worker process where runs trained in parallel (``--jobs``)."""
     import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="read finished runs of the same configuration in their folders instead of retraining "
                         "(peak memory: the larger of this process's and the earlier result file's)")
     p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process with --threads threads: grid points, "
+                        "then seeds (a one-point grid trains its seeds alongside it); default 1")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
 
     torch.set_num_threads(args.threads)
     if synthetic_profile_of(args.dataset) is not None:  # generated (once) into the repository's data/
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{args.dataset}_{args.model}{('_' + args.tag) if args.tag else ''}"
     start = time.time()
     report = run_grid(cfg, {}, MODELS[args.model].config_class, grid, Path(args.runs) / name,
-                      args.sets, seeds, data, reuse=args.reuse_runs)
+                      args.sets, seeds, data, reuse=args.reuse_runs, jobs=args.jobs)
     report.update(
         command="python -m benchmarks.reproduce " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         wall_seconds=round(time.time() - start, 1),

@@ -169,3 +169,20 @@ def test_rank_zero_checks_reach_every_rank(tmp_path, data_root):
     assert proc.returncode != 0
     assert proc.stderr.count("folder already holds a run") == 2
     assert (out / "metrics.json").read_text() == "{}" and sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_ranks_take_gpus_only_when_there_is_one_for_each(monkeypatch):
+    from dhmrec_pyg.training.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert not ddist.ranks_use_cuda("auto")  # two ranks, one GPU: both train on the CPU
+    assert not ddist.ranks_use_cuda("cpu")
+    with pytest.raises(ConfigError, match="'cuda' with 2 processes on this machine needs 2 GPUs, and it has 1"):
+        ddist.ranks_use_cuda("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert ddist.ranks_use_cuda("auto") and ddist.ranks_use_cuda("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not ddist.ranks_use_cuda("auto")

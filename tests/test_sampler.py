@@ -31,9 +31,34 @@ def test_dense_users_still_get_negatives():
     # user 0 has all items but one: its negative must always be that one
     n_i = 20
     ei = torch.stack([torch.zeros(19, dtype=torch.long), torch.arange(19)])
-    sampler = BPRSampler(ei, n_i, batch_size=8)
+    sampler = BPRSampler(ei, n_i, batch_size=8, negatives="all")
     negs = torch.cat([b[2] for b in sampler.epoch(torch.Generator().manual_seed(1))])
     assert negs.unique().tolist() == [19]
+    # with MMRec's pool, item 19 (no training interaction) is no candidate at all
+    with pytest.raises(ValueError, match="user 0 .*negative pool"):
+        BPRSampler(ei, n_i, batch_size=8)
+
+
+def test_trained_pool_never_draws_cold_items_and_is_uniform_over_the_rest():
+    # items 40..49 have no training interaction: MMRec never draws them as negatives
+    ei, _ = _graph(n_i=40)
+    n_i = 50
+    gen = torch.Generator().manual_seed(5)
+    trained = BPRSampler(ei, n_i, batch_size=4096)
+    users = torch.randint(0, 200, (200_000,), generator=gen)
+    negs = trained.sample_negatives(users, gen)
+    assert int(negs.max()) < 40
+    assert not trained.is_positive(users, negs).any()
+    # uniform over the non-interacted trained items: for one user, every candidate is hit
+    u0 = users == 0
+    candidates = set(range(40)) - set(ei[1][ei[0] == 0].tolist())
+    assert set(negs[u0].tolist()) == candidates
+    counts = torch.bincount(negs[u0], minlength=40).float()[sorted(candidates)]
+    assert counts.std() / counts.mean() < 0.3
+    every = BPRSampler(ei, n_i, batch_size=4096, negatives="all")
+    assert int(every.sample_negatives(users, gen).max()) >= 40
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        BPRSampler(ei, n_i, negatives="cold")
 
 
 def test_seeded_and_deterministic():

@@ -148,3 +148,27 @@ def test_grid_with_reuse_reads_finished_runs_and_trains_the_rest(tmp_path, data_
     assert run.finished_run(other, model_cfg, tmp_path / "g" / "grid_0") is None
     same, model_cfg = run.apply_overrides(cfg, {}, cls, ["seed=0"])
     assert run.finished_run(same, model_cfg, tmp_path / "g" / "grid_0")["seed"] == 0
+
+
+def test_parallel_grid_gives_the_same_results_as_one_run_after_the_other(tmp_path, data_root):
+    import dhmrec_pyg.training.run as run
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig(model="bpr", dataset="demo", data_root=data_root, epochs=2, progress=False)
+    cls = MODELS["bpr"].config_class
+    grid = {"reg_weight": ["1e-4", "1e-2"]}
+    serial = run.run_grid(cfg, {}, cls, grid, tmp_path / "serial", seeds=[0, 1])
+    parallel = run.run_grid(cfg, {}, cls, grid, tmp_path / "parallel", seeds=[0, 1], jobs=2)
+    assert parallel["rows"] == serial["rows"]
+    assert parallel["seeds_summary"]["test"] == serial["seeds_summary"]["test"]
+    for rel in ("grid_0/metrics.json", "grid_1/metrics.json", "best_seeds/seed_1/metrics.json"):
+        a = json.loads((tmp_path / "serial" / rel).read_text())
+        b = json.loads((tmp_path / "parallel" / rel).read_text())
+        assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"], rel
+    # A one-point grid trains its other seeds alongside it, in their usual folders.
+    one = run.run_grid(cfg, {}, cls, {"seed": ["0"]}, tmp_path / "one", seeds=[0, 1, 2], jobs=3)
+    assert one["seeds_summary"]["seeds"] == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "one" / "best_seeds").glob("seed_*")) == ["seed_1", "seed_2"]
+    with pytest.raises(ConfigError, match="jobs must be >= 1, got 0"):
+        run.run_many([], jobs=0)

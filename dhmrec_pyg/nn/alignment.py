@@ -10,7 +10,7 @@ from dhmrec_pyg.nn.blocks import block_rows
 
 
 def _softmax_and_log_(scores: Tensor, probs: Tensor) -> None:
-    """Row-wise softmax of ``scores`` into ``probs``; ``scores`` becomes its logarithm.
+    r"""Row-wise softmax of ``scores`` into ``probs``; ``scores`` becomes its logarithm.
 
     One exponential per element: the log-normaliser is recovered from the
     largest probability, :math:`\log Z = \max_j s_j - \log \max_j p_j`

@@ -20,7 +20,9 @@ class TrainConfig:
 
     Defaults follow MMRec's protocol (see SPEC.md): batch 2048, Adam with
     learning rate 1e-3, up to 1000 epochs, early stopping after 20 epochs
-    without a better validation Recall@20.
+    without a better validation Recall@20, BPR negatives drawn from the items
+    that have a training interaction (``negatives``, see
+    :class:`~dhmrec_pyg.training.sampler.BPRSampler`).
     """
 
     model: str = "dhmrec"
@@ -37,6 +39,11 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0
     progress: bool = True
+    negatives: str = "trained"
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("trained", "all"):
+            raise ValueError(f"negatives must be 'trained' or 'all', got {self.negatives!r}")
 
 
 def _field_types(cls: type) -> Dict[str, Any]:

@@ -80,11 +80,45 @@ def is_main_process() -> bool:
     return current().is_main
 
 
+def local_world_size() -> int:
+    """Processes on this machine: ``LOCAL_WORLD_SIZE`` (torchrun sets it), else ``WORLD_SIZE``."""
+    try:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", str(env_world_size())))
+    except ValueError:
+        return env_world_size()
+
+
+def ranks_use_cuda(device: str) -> bool:
+    """Whether the ranks of a run with this device setting train on GPUs, one GPU per local rank.
+
+    ``"auto"`` takes the GPUs only when there is one for every local rank and the
+    CPU (gloo) otherwise, e.g. two processes on a machine with one GPU; a CUDA
+    device asked for by name with too few GPUs is an error.
+
+    Raises:
+        ConfigError: ``device`` names CUDA and the machine has fewer GPUs than local ranks.
+    """
+    from dhmrec_pyg.training.config import ConfigError
+
+    if str(device).startswith("cpu") or not torch.cuda.is_available():
+        return False
+    count, local = torch.cuda.device_count(), local_world_size()
+    if count >= local:
+        return True
+    if device == "auto":
+        return False
+    raise ConfigError(
+        f"device {device!r} with {local} processes on this machine needs {local} GPUs, and it has {count}; "
+        "use --device cpu, or fewer processes"
+    )
+
+
 def init_from_env(device: str = "auto") -> DistInfo:
     """Open the default process group when torchrun's variables ask for more than one process.
 
     Args:
-        device: the run's device setting; ``"cpu"`` forces gloo even where CUDA exists.
+        device: the run's device setting; ``"cpu"`` forces gloo even where CUDA exists, and so
+            does ``"auto"`` with fewer GPUs than processes (:func:`ranks_use_cuda`).
 
     Returns:
         This process's :class:`DistInfo` (``DistInfo()`` for a single process).
@@ -92,7 +126,7 @@ def init_from_env(device: str = "auto") -> DistInfo:
     if env_world_size() <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
+        use_cuda = ranks_use_cuda(device)
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")

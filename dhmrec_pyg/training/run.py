@@ -5,7 +5,9 @@ import csv
 import io
 import itertools
 import json
+import multiprocessing
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -64,6 +66,44 @@ def run_once(
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()
 
 
+RunTask = Tuple[TrainConfig, Any, Path]
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_run(cfg: TrainConfig, model_cfg: Any, out_dir: str, reuse: bool) -> Dict[str, Any]:
+    return run_once(cfg, model_cfg, Path(out_dir), None, reuse)
+
+
+def run_many(
+    tasks: Sequence[RunTask], data: Optional[HeteroData] = None, reuse: bool = False, jobs: int = 1,
+) -> List[Dict[str, Any]]:
+    """Run independent ``(config, model config, run folder)`` tasks; their results in order.
+
+    With ``jobs`` > 1, up to ``jobs`` runs train at once, each in a fresh process
+    (``spawn``) that loads the dataset itself and uses as many torch threads as
+    this process; results are the same as one after the other, since every run
+    is seeded on its own. ``jobs`` = 1 runs them here, in order, on ``data``.
+
+    Raises:
+        ConfigError: ``jobs`` < 1, or ``jobs`` > 1 under ``torchrun``.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if jobs == 1 or len(tasks) <= 1:
+        return [run_once(c, m, o, data, reuse) for c, m, o in tasks]
+    if ddist.current().enabled:
+        raise ConfigError(f"jobs={jobs}: parallel runs cannot be combined with distributed training")
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(torch.get_num_threads(),),
+    ) as pool:
+        futures = [pool.submit(_worker_run, c, m, str(o), reuse) for c, m, o in tasks]
+        return [f.result() for f in futures]
+
+
 def summarise(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Mean and (sample) standard deviation of every valid/test metric over runs."""
     out: Dict[str, Any] = {"runs": len(results), "seeds": [r["seed"] for r in results]}
@@ -82,20 +122,22 @@ def summarise(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 def run_seeds(
     cfg: TrainConfig, model_cfg: Any, seeds: Sequence[int], out_dir: Path, data: Optional[HeteroData] = None,
-    done: Optional[Dict[int, Dict[str, Any]]] = None, reuse: bool = False,
+    done: Optional[Dict[int, Dict[str, Any]]] = None, reuse: bool = False, jobs: int = 1,
 ) -> Dict[str, Any]:
     """Repeat a run for each seed (``out_dir/seed_<s>``) and write ``summary.json``.
 
     ``done`` maps seeds already trained with this exact configuration to their
     results (``metrics.json`` content); those are not trained again, nor, with
-    ``reuse``, are finished seed folders of the same configuration.
+    ``reuse``, are finished seed folders of the same configuration. ``jobs``:
+    seeds trained at once (:func:`run_many`).
     """
-    data = load_data(cfg) if data is None else data
-    done = done or {}
-    results = [
-        done[s] if s in done else run_once(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}", data, reuse)
-        for s in seeds
-    ]
+    done = dict(done or {})
+    todo = [s for s in seeds if s not in done]
+    if jobs == 1 and todo:
+        data = load_data(cfg) if data is None else data
+    trained = run_many([(replace(cfg, seed=s), model_cfg, out_dir / f"seed_{s}") for s in todo], data, reuse, jobs)
+    done.update(zip(todo, trained))
+    results = [done[s] for s in seeds]
     summary = summarise(results)
     if ddist.is_main_process():  # under torchrun only rank 0 writes
         dio.write_json(out_dir / "summary.json", summary)
@@ -126,6 +168,7 @@ def run_grid(
     seeds: Sequence[int] = (),
     data: Optional[HeteroData] = None,
     reuse: bool = False,
+    jobs: int = 1,
 ) -> Dict[str, Any]:
     """Run every point of a hyper-parameter grid and keep the best on validation.
 
@@ -135,18 +178,26 @@ def run_grid(
     re-run for each seed and ``summary.json`` gets mean and std.
     Writes ``grid.csv`` and ``grid.json``. With ``reuse``, finished runs of the same
     configuration already in their folders are read instead of trained again.
+    With ``jobs`` > 1 the points, then the seeds, train up to ``jobs`` at a time
+    (:func:`run_many`); a grid of one point trains its seeds alongside it.
     """
-    data = load_data(cfg) if data is None else data
+    if jobs == 1:
+        data = load_data(cfg) if data is None else data
     keys = list(grid)
     rows: List[Dict[str, Any]] = []
-    results: List[Dict[str, Any]] = []
     best: Optional[Tuple[float, int]] = None
     points = list(itertools.product(*(grid[k] for k in keys)))
+    tasks: List[RunTask] = []
     for n, values in enumerate(points):
         pairs = list(base_overrides) + [f"{k}={v}" for k, v in zip(keys, values)]
         point_cfg, point_model = apply_overrides(cfg, model_values, model_config_class, pairs)
-        result = run_once(point_cfg, point_model, out_dir / f"grid_{n}", data, reuse)
-        results.append(result)
+        tasks.append((point_cfg, point_model, out_dir / f"grid_{n}"))
+    # One point is its own choice: its other seeds need not wait for it.
+    early = [s for s in seeds if s != tasks[0][0].seed] if len(points) == 1 else []
+    seed_tasks = [(replace(tasks[0][0], seed=s), tasks[0][1], out_dir / "best_seeds" / f"seed_{s}") for s in early]
+    finished = run_many(tasks + seed_tasks, data, reuse, jobs)
+    results, early_done = finished[: len(tasks)], dict(zip(early, finished[len(tasks):]))
+    for n, (values, result) in enumerate(zip(points, results)):
         row = {"run": f"grid_{n}", **dict(zip(keys, values)), "best_epoch": result["best_epoch"],
                f"valid_{cfg.valid_metric}": result["valid"][cfg.valid_metric],
                "test_recall@20": result["test"]["recall@20"], "test_ndcg@20": result["test"]["ndcg@20"]}
@@ -170,9 +221,9 @@ def run_grid(
         best_cfg, best_model = apply_overrides(cfg, model_values, model_config_class, pairs)
         # The chosen grid point already ran with its own seed (best_cfg.seed, also when the
         # grid is over seeds): that run counts for that seed.
-        done = {best_cfg.seed: results[best[1]]}
+        done = {**early_done, best_cfg.seed: results[best[1]]}
         report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data, done,
-                                            reuse)
+                                            reuse, jobs)
     if ddist.is_main_process():
         dio.write_json(out_dir / "grid.json", report)
     return report

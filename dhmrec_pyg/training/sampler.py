@@ -6,39 +6,56 @@ from typing import Iterator, Tuple
 import torch
 from torch import Tensor
 
+#: Where negatives are drawn from; see :class:`BPRSampler`.
+NEGATIVE_POOLS = ("trained", "all")
+
 
 class BPRSampler:
     """Yields ``(users, pos_items, neg_items)`` mini-batches for one epoch.
 
     Every training interaction appears once per epoch, in a random order, with
     one negative item drawn uniformly from the items the user has *not*
-    interacted with in training (MMRec's protocol). Negatives are drawn for a
-    whole epoch at once and only the collisions are redrawn, so an epoch of
-    the Amazon Baby data takes milliseconds.
+    interacted with in training. Negatives are drawn for a whole epoch at once
+    and only the collisions are redrawn, so an epoch of the Amazon Baby data
+    takes milliseconds.
 
     Args:
         edge_index: ``[2, E]`` training (user, item) pairs.
         num_items: number of items.
         batch_size: triplets per mini-batch.
+        negatives: the pool negatives come from. ``"trained"`` (MMRec's
+            protocol, the default): items with at least one training
+            interaction, so an item seen only in validation or test (a
+            cold item) is never pushed down as a negative. ``"all"``: every
+            item, cold ones included.
 
     All randomness comes from the ``torch.Generator`` passed to
     :meth:`epoch`, so a seeded generator gives the same epochs.
     """
 
-    def __init__(self, edge_index: Tensor, num_items: int, batch_size: int = 2048) -> None:
+    def __init__(
+        self, edge_index: Tensor, num_items: int, batch_size: int = 2048, negatives: str = "trained"
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if negatives not in NEGATIVE_POOLS:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_POOLS)}, got {negatives!r}")
         self.users = edge_index[0].cpu().long()
         self.items = edge_index[1].cpu().long()
         self.num_items = int(num_items)
         self.batch_size = int(batch_size)
         keys = self.users * self.num_items + self.items
         self._keys = torch.unique(keys)  # sorted
+        self.negatives = negatives
+        # None stands for "every item": draws need no lookup table.
+        self._pool = torch.unique(self.items) if negatives == "trained" else None
+        pool_size = self.num_items if self._pool is None else self._pool.numel()
         counts = torch.bincount(self.users)
-        full = (counts >= self.num_items).nonzero().flatten()
+        full = (counts >= pool_size).nonzero().flatten()
         if full.numel() > 0:
             raise ValueError(
-                f"user {int(full[0])} has interacted with every item: no negative can be sampled"
+                f"user {int(full[0])} has interacted with every item of the negative pool "
+                f"(negatives={negatives!r}): no negative can be sampled"
             )
 
     def __len__(self) -> int:
@@ -52,13 +69,18 @@ class BPRSampler:
         return self._keys[pos] == keys
 
     def sample_negatives(self, users: Tensor, generator: torch.Generator) -> Tensor:
-        """One uniform non-interacted item per user in ``users``."""
-        neg = torch.randint(0, self.num_items, users.shape, generator=generator)
+        """One uniform non-interacted item of the negative pool per user in ``users``."""
+        neg = self._draw(users.shape, generator)
         bad = self.is_positive(users, neg).nonzero().flatten()
         while bad.numel() > 0:
-            neg[bad] = torch.randint(0, self.num_items, bad.shape, generator=generator)
+            neg[bad] = self._draw(bad.shape, generator)
             bad = bad[self.is_positive(users[bad], neg[bad])]
         return neg
+
+    def _draw(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        if self._pool is None:
+            return torch.randint(0, self.num_items, shape, generator=generator)
+        return self._pool[torch.randint(0, self._pool.numel(), shape, generator=generator)]
 
     def epoch(self, generator: torch.Generator) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
         """Shuffle the interactions, draw negatives, and yield mini-batches."""

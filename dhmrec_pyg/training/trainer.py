@@ -171,7 +171,9 @@ class Trainer:
         self.dist = ddist.current()
         self.device = resolve_device(cfg.device)
         if self.dist.enabled and self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", self.dist.local_rank)
+            # One GPU per local rank; "auto" with fewer GPUs than ranks trains on the CPU.
+            use_cuda = ddist.ranks_use_cuda(cfg.device)
+            self.device = torch.device("cuda", self.dist.local_rank) if use_cuda else torch.device("cpu")
         self.model = model.to(self.device)
         # DDP wraps the loss computation; None for a single process (today's path, untouched).
         self._ddp = ddist.wrap_ddp(self.model, self.device) if self.dist.enabled else None
@@ -179,7 +181,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_config = model_config if model_config is not None else model.config
         store = data[EDGE]
-        self.sampler = BPRSampler(store.edge_index, int(data["item"].num_nodes), cfg.batch_size)
+        self.sampler = BPRSampler(
+            store.edge_index, int(data["item"].num_nodes), cfg.batch_size, negatives=cfg.negatives
+        )
         self.evaluators = make_evaluators(data, cfg)
         if cfg.valid_metric not in self.evaluators["val"].metric_names():
             raise ConfigError(
