@@ -148,6 +148,7 @@ def row_for(variant: str, report: Dict[str, Any], dataset: str) -> Dict[str, Any
     """One table row from a per-model report."""
     row: Dict[str, Any] = {"model": variant, "selected": report["best_params"],
                            "machine": machine_line(report.get("environment", {})),
+                           "negatives": report.get("negatives", "all"),
                            "best_epoch": report["selected_best_epoch"],
                            "seconds_per_epoch": report["selected_seconds_per_epoch"],
                            "peak_rss_mib": report.get("peak_rss_mib"), "grid_points": len(report["rows"])}
@@ -168,6 +169,13 @@ def row_for(variant: str, report: Dict[str, Any], dataset: str) -> Dict[str, Any
         row["reference"] = ref
         row["relative_to_reference"] = {k: row[k]["mean"] / ref[k] - 1.0 for k in ref}
     return row
+
+
+#: How the table names each BPR negative pool (``train.negatives``).
+NEGATIVES_TEXT = {
+    "trained": "drawn from the items with at least one training interaction (MMRec's pool, `negatives=trained`)",
+    "all": "drawn from every item, cold items included (`negatives=all`)",
+}
 
 
 def machine_line(env: Dict[str, Any]) -> str:
@@ -214,6 +222,9 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += ["", "Reference implementations on the same split (test): "
                   + "; ".join(f"{m} R@20 {r['recall@20']:.4f} / N@20 {r['ndcg@20']:.4f}" for m, r in refs.items())
                   + "."]
+    pools = {r.get("negatives", "all") for r in rows}
+    lines += ["", "BPR negatives: " + ("; ".join(f"{r['model']}: {r.get('negatives', 'all')}" for r in rows)
+                                       if len(pools) > 1 else NEGATIVES_TEXT.get(next(iter(pools)), str(pools)))]
     # Each row was trained where its own result file says; rows made on one machine share a line.
     machines: Dict[str, List[str]] = {}
     for r in rows:

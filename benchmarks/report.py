@@ -30,6 +30,10 @@ REFERENCE = {
 }
 
 
+#: Marks a result trained before MMRec's negative pool became the default (``train.negatives``).
+NEGATIVES_NOTE = "negatives from every item"
+
+
 def accuracy_table() -> list[str]:
     """One row per ``benchmarks.reproduce`` result file."""
     rows = ["| dataset | model | selected (validation) | R@10 | R@20 | N@10 | N@20 | reference R@20 / N@20 | best epoch | s/epoch | command |",
@@ -46,6 +50,8 @@ def accuracy_table() -> list[str]:
         params = ", ".join(chosen + [f for f in fixed if f.split("=")[0] not in report["best_params"]])
         if "note" in report:
             params += f" ({report['note'].split(';')[0]})"
+        if report.get("negatives", "all") != "trained":
+            params += f" [{NEGATIVES_NOTE}]"
         rows.append(
             f"| {report['dataset']} | {report['model']} | {params} | {t['recall@10']:.4f} | {t['recall@20']:.4f} "
             f"| {t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {ref_cell} | {report['selected_best_epoch']} "
@@ -94,13 +100,15 @@ def ablation_table() -> list[str]:
             name = "DHMRec"
         else:
             continue
-        rows.setdefault((report["dataset"], gain), {})[name] = report["selected_test"]
+        pool = report.get("negatives", "all")
+        rows.setdefault((report["dataset"], gain, pool), {})[name] = report["selected_test"]
     lines: list[str] = []
-    for (dataset, gain), by_name in sorted(rows.items()):
+    for (dataset, gain, pool), by_name in sorted(rows.items()):
         if len(by_name) < 2:
             continue
-        lines += ["", f"DHMRec ablations on {dataset}, layer-norm gain `ln_gain={gain}` (one seed, test at the "
-                  "best validation epoch; cf. the paper's Table 2):",
+        when = "" if pool == "trained" else f", {NEGATIVES_NOTE} (`negatives=all`, the default when they ran)"
+        lines += ["", f"DHMRec ablations on {dataset}, layer-norm gain `ln_gain={gain}`{when} (one seed, test at "
+                  "the best validation epoch; cf. the paper's Table 2):",
                   "", "| variant | R@20 | N@20 |", "|---|---|---|"]
         for name in ["DHMRec", *ABLATIONS.values()]:
             if name in by_name:
@@ -145,12 +153,13 @@ def main() -> int:
         print(f"{readme}: no results markers", file=sys.stderr)
         return 1
     body = ["", "Test metrics at the epoch and hyper-parameters selected on validation Recall@20 "
-            "(machine and versions in each `benchmarks/results/*.md`). The s/epoch column was measured "
-            "with one torch thread on a 2-core machine shared by up to six jobs: compare speeds only "
-            "within one benchmark file.", ""]
+            "(machine and versions in each `benchmarks/results/*.md`). The s/epoch columns of the accuracy "
+            "tables were measured on shared machines (a 2-core CPU machine running up to six jobs, or one "
+            "GPU training ten runs at once): compare speeds only within one speed benchmark file.", ""]
     for path in sorted((HERE / "results").glob("accuracy_*.md")):
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
+    body += embedded("speed_cuda", "The same at Baby scale on a GPU")
     body += embedded("knn", "Item-item KNN graph build")
     for path in sorted((HERE / "results").glob("eval_noise_*.md")):
         body += embedded(path.stem, "LGMRec evaluated with its public code's evaluation-time Gumbel noise")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.data import load_dataset, load_mmrec
@@ -40,6 +41,13 @@ def peak_rss_mib() -> float:
 
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def run_negatives(run: Path) -> str:
+    """The BPR negative pool a run folder trained with (``train.negatives`` of its ``config.yaml``;
+    runs from before the option existed drew from every item, ``"all"``)."""
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    return str(config.get("train", {}).get("negatives", "all"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     report["selected_test"] = chosen["test"]
     report["selected_best_epoch"] = chosen["best_epoch"]
     report["selected_seconds_per_epoch"] = chosen["seconds_per_epoch"]
+    report["negatives"] = run_negatives(Path(args.runs) / name / report["best_run"])
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     dio.write_json(results / f"{name}.json", report)

@@ -273,6 +273,8 @@ def _resume(args: argparse.Namespace) -> int:
     main_rank = ddist.is_main_process()
     raw = load_yaml_config(run / "config.yaml")
     train_values = dict(raw["train"])
+    # Runs written before the option existed drew negatives from every item: resume them so.
+    train_values.setdefault("negatives", "all")
     if args.quiet:
         train_values["progress"] = False
     if args.device is not None:

@@ -18,6 +18,18 @@ def test_accuracy_table_on_a_tiny_profile(tmp_path):
         assert row["peak_rss_mib"] > 0
     text = (results / "accuracy_synthetic-tiny.md").read_text()
     assert "| lightgcn | num_layers=2 |" in text and "Machine:" in text
+    assert "BPR negatives: drawn from the items with at least one training interaction" in text
+    # Rows trained on different machines or with different negative pools say so, row by row.
+    per_model = json.loads((results / "synthetic-tiny_bpr_acc.json").read_text())
+    assert per_model["negatives"] == "trained"
+    per_model["environment"] = {**per_model["environment"], "gpu": "NVIDIA H100 80GB HBM3"}
+    per_model["negatives"] = "all"
+    (results / "synthetic-tiny_bpr_acc.json").write_text(json.dumps(per_model))
+    assert accuracy.main(argv + ["--assemble"]) == 0
+    text = (results / "accuracy_synthetic-tiny.md").read_text()
+    assert "Machines (s/epoch compares only rows of one machine):" in text
+    assert "- bpr: " in text and "GPU NVIDIA H100 80GB HBM3" in text and "- lightgcn: " in text
+    assert "BPR negatives: lightgcn: trained; bpr: all" in text
     # A second call with --reuse runs nothing new: the per-model files are left as they were.
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("synthetic-tiny_*_acc.json")}
     assert accuracy.main(argv + ["--reuse"]) == 0

@@ -412,3 +412,28 @@ def test_overwrite_replaces_a_stale_checkpoint(tmp_path, data_root):
     assert _cli_train(data_root, run, "--epochs", "1", "--overwrite", "--set", "lr=0.01") == 0
     ck = load_checkpoint(run / "checkpoint.pt")
     assert ck["epoch"] == 1 and len(_history(run)) == 1
+
+
+def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_pool(
+    tmp_path, data_root, monkeypatch
+):
+    import dhmrec_pyg.training.trainer as trainer
+
+    pools = []
+    real = trainer.BPRSampler
+
+    def recording(*args, **kwargs):
+        pools.append(kwargs.get("negatives"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "BPRSampler", recording)
+    ref = tmp_path / "ref"
+    assert _cli_train(data_root, ref, "--epochs", "1") == 0
+    text = (ref / "config.yaml").read_text()
+    assert "  negatives: trained\n" in text
+    old = tmp_path / "old"  # written before train.negatives existed, killed before its first checkpoint
+    old.mkdir()
+    (old / "config.yaml").write_text(text.replace("  negatives: trained\n", ""))
+    assert main(["train", "--resume", str(old), "--quiet"]) == 0
+    assert pools == ["trained", "all"]  # the new run's default, then the old run's own pool
+    assert (old / "metrics.json").is_file()
