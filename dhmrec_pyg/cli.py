@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, load_yaml_config
+from dhmrec_pyg.training.config import (
+    LEGACY_TRAIN_VALUES,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    load_yaml_config,
+)
 
 DEFAULT_MODEL = "dhmrec"
 
@@ -273,8 +279,9 @@ def _resume(args: argparse.Namespace) -> int:
     main_rank = ddist.is_main_process()
     raw = load_yaml_config(run / "config.yaml")
     train_values = dict(raw["train"])
-    # Runs written before the option existed drew negatives from every item: resume them so.
-    train_values.setdefault("negatives", "all")
+    # Options a run's config.yaml predates take the value the run used (negatives: every item).
+    for key, legacy in LEGACY_TRAIN_VALUES.items():
+        train_values.setdefault(key, legacy)
     if args.quiet:
         train_values["progress"] = False
     if args.device is not None:

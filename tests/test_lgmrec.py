@@ -247,3 +247,23 @@ def test_info_nce_blocks_match_one_block(monkeypatch):
     for reduction, want in whole.items():
         for got, w in zip(value_and_grads(reduction), want):
             torch.testing.assert_close(got, w)
+
+
+def test_info_nce_skips_its_gradient_work_under_no_grad(monkeypatch):
+    import dhmrec_pyg.nn.hypergraph as hg
+
+    asked = []
+    forward = hg._BoundedLogSumExpSum.forward
+
+    def recording(ctx, a, c, bound, weight):
+        asked.append(tuple(ctx.needs_input_grad[:2]))
+        return forward(ctx, a, c, bound, weight)
+
+    monkeypatch.setattr(hg._BoundedLogSumExpSum, "forward", staticmethod(recording))
+    x = torch.randn(8, 4, requires_grad=True)
+    y = torch.randn(8, 4, requires_grad=True)
+    with_grad = hg.info_nce(x, y, y)
+    with torch.no_grad():
+        without = hg.info_nce(x, y, y)
+    assert asked == [(True, True), (False, False)]  # normalised inside: no grad mode, no gradients formed
+    assert torch.allclose(with_grad.detach(), without)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -437,3 +437,29 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     assert main(["train", "--resume", str(old), "--quiet"]) == 0
     assert pools == ["trained", "all"]  # the new run's default, then the old run's own pool
     assert (old / "metrics.json").is_file()
+    # An old run with a checkpoint: its checkpoint still matches its config and it resumes.
+    ckpt = tmp_path / "old-with-checkpoint"
+    assert _cli_train(data_root, ckpt, "--epochs", "1", "--set", "negatives=all") == 0
+    text = (ckpt / "config.yaml").read_text()
+    assert "  negatives: all\n" in text
+    (ckpt / "config.yaml").write_text(text.replace("  negatives: all\n", ""))
+    before = _metrics(ckpt)
+    (ckpt / "metrics.json").unlink()  # as if killed after its last checkpoint
+    assert main(["train", "--resume", str(ckpt), "--quiet"]) == 0
+    assert pools[-1] == "all" and _metrics(ckpt) == before
+    # Such a folder also counts as a finished run of the same configuration.
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import build_dataclass, load_yaml_config
+    from dhmrec_pyg.training.run import finished_run
+
+    raw = load_yaml_config(ckpt / "config.yaml")
+    cfg = build_dataclass(TrainConfig, {**raw["train"], "negatives": "all"}, "training")
+    model_cfg = build_dataclass(MODELS["lightgcn"].config_class, raw["model"], "model")
+    assert finished_run(cfg, model_cfg, ckpt) is not None
+    assert finished_run(build_dataclass(TrainConfig, raw["train"], "training"), model_cfg, ckpt) is None
+    # The text a checkpoint is tied to is what code from before the option wrote for such a run.
+    from dhmrec_pyg.training.config import dump_config, identity_text
+
+    old_text = dump_config(replace(cfg, progress=True, device="auto"), model_cfg).replace("  negatives: all\n", "")
+    assert identity_text(cfg, model_cfg) == old_text
+    assert "negatives: trained" in identity_text(replace(cfg, negatives="trained"), model_cfg)

@@ -187,8 +187,31 @@ def load_yaml_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
     return {"train": raw.get("train", {}), "model": raw.get("model", {})}
 
 
-def dump_config(train: TrainConfig, model: Any) -> str:
-    """The resolved config as YAML text (written beside every run's results)."""
-    return yaml.safe_dump(
-        {"train": dataclasses.asdict(train), "model": dataclasses.asdict(model)}, sort_keys=False
-    )
+_ABSENT = object()
+
+#: Training options added after runs were first written, with the value such runs used. A
+#: config.yaml without one of them means that value (see :func:`identity_text`).
+LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
+
+
+def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
+    """The resolved config as YAML text (written beside every run's results).
+
+    With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` value are left out,
+    as a run written before those options existed has them.
+    """
+    values = dataclasses.asdict(train)
+    if legacy:
+        values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
+    return yaml.safe_dump({"train": values, "model": dataclasses.asdict(model)}, sort_keys=False)
+
+
+def identity_text(train: TrainConfig, model: Any) -> str:
+    """The config text that identifies a run for its checkpoints.
+
+    :func:`dump_config` of the config without how the run is watched or where it runs
+    (``progress``, ``device``), and without options at their :data:`LEGACY_TRAIN_VALUES`
+    value: a run written before such an option existed gets the same text, so its
+    checkpoints stay resumable.
+    """
+    return dump_config(dataclasses.replace(train, progress=True, device="auto"), model, legacy=True)

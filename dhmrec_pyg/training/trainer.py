@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import io
 import itertools
 import math
@@ -41,7 +40,7 @@ from dhmrec_pyg.training.checkpoint import (
     save_checkpoint,
 )
 from dhmrec_pyg.training import distributed as ddist
-from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config
+from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config, identity_text
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator
 from dhmrec_pyg.training.sampler import BPRSampler
 
@@ -194,9 +193,7 @@ class Trainer:
         self.history: List[Dict[str, float]] = []
         self.config_text = dump_config(cfg, self.model_config)
         # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
-        self._config_sha256 = config_digest(
-            dump_config(dataclasses.replace(cfg, progress=True, device="auto"), self.model_config)
-        )
+        self._config_sha256 = config_digest(identity_text(cfg, self.model_config))
         self._interrupt = False
         self._epoch = 0
         self._early: Dict[str, Any] = {"best_value": -math.inf, "best_epoch": -1, "best_valid": {}, "stale": 0}
