@@ -34,7 +34,8 @@ def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Di
     Finished means ``metrics.json`` is there; the same configuration means the folder's
     ``config.yaml`` is the one this configuration would write, apart from how the run was
     watched (``progress``) and from options the folder predates that are at the value it
-    used (:data:`~dhmrec_pyg.training.config.LEGACY_TRAIN_VALUES`), so a grid or seed series can be completed without retraining.
+    used (:data:`~dhmrec_pyg.training.config.LEGACY_TRAIN_VALUES`), so a grid or seed
+    series can be completed without retraining.
     """
     metrics, config = Path(out_dir) / "metrics.json", Path(out_dir) / "config.yaml"
     if not (metrics.is_file() and config.is_file()):
