@@ -68,6 +68,27 @@ def test_build_item_graphs_matches_dense_equations_11_12():
     assert_close(got, 0.1 * dense["image"] + 0.9 * dense["audio"])
 
 
+def test_build_item_graphs_hands_its_search_settings_to_knn_graph(monkeypatch):
+    import dhmrec_pyg.nn.item_graph as item_graph
+
+    seen = []
+    real = item_graph.knn_graph
+
+    def recording(x, k, **kwargs):
+        seen.append(kwargs)
+        return real(x, k, **kwargs)
+
+    monkeypatch.setattr(item_graph, "knn_graph", recording)
+    hnsw = build_item_graphs(toy_data(), k=3, method="hnsw", hnsw_m=8, ef_search=16, use_gpu=False)
+    settings = [(s["method"], s["hnsw_m"], s["ef_search"], s["use_gpu"]) for s in seen]
+    assert settings == [("hnsw", 8, 16, False)] * 2
+    # on 12 items the approximate search finds the exact neighbours
+    exact = build_item_graphs(toy_data(), k=3)
+    for m in ("audio", "image", "common"):
+        key = ("item", f"similar_{m}", "item")
+        assert torch.equal(hnsw[key].edge_index, exact[key].edge_index)
+
+
 def test_build_item_graphs_needs_features():
     data = toy_data(modalities=())
     with pytest.raises(ValueError, match="'toy' has no item features"):

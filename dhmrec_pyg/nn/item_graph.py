@@ -97,6 +97,9 @@ def build_item_graphs(
     method: str = "auto",
     exact_max_items: int = EXACT_MAX_ITEMS,
     cache_dir: Union[str, Path, None] = None,
+    use_gpu: Union[bool, str] = "auto",
+    hnsw_m: int = 32,
+    ef_search: int = 128,
 ) -> HeteroData:
     r"""Add the modality item-item graphs of equations (9)-(12) to a ``HeteroData``.
 
@@ -123,6 +126,8 @@ def build_item_graphs(
         method: ``"auto"``, ``"exact"`` or ``"hnsw"`` (see :func:`knn_graph`).
         exact_max_items: size threshold of ``"auto"``.
         cache_dir: folder caching the KNN searches; ``None`` disables it.
+        use_gpu, hnsw_m, ef_search: passed to :func:`~dhmrec_pyg.nn.knn.knn_graph` (faiss on
+            a GPU; HNSW graph degree and search breadth).
 
     Returns:
         A shallow copy of ``data`` with one edge type
@@ -148,7 +153,8 @@ def build_item_graphs(
     for m in names:
         edge_index = knn_graph(
             data["item"][f"x_{m}"], k, include_self=include_self, method=method,
-            exact_max_items=exact_max_items, cache_dir=cache_dir,
+            exact_max_items=exact_max_items, cache_dir=cache_dir, use_gpu=use_gpu, hnsw_m=hnsw_m,
+            ef_search=ef_search,
         )
         edge_weight = sym_norm_weights(edge_index, num_items)
         graphs.append((edge_index, edge_weight))
