@@ -52,3 +52,24 @@ def test_cli_accepts_model(name, tmp_path):
     rc = main(["train", "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet",
                "--model", name, "--dataset", "synthetic-tiny", "--epochs", "1"])
     assert rc == 0 and (out / "metrics.json").exists()
+
+
+def test_auto_knn_cache_lives_in_a_named_datasets_processed_folder(tmp_path, monkeypatch):
+    import dhmrec_pyg.nn.knn as knn
+    from dhmrec_pyg.data import load_dataset
+    from dhmrec_pyg.training.trainer import build_model
+
+    data = load_dataset("synthetic-tiny", root=tmp_path)
+    cache = tmp_path / "synthetic-tiny" / "processed" / "knn_cache"
+    assert data.folder == str(cache.parent)
+    first = build_model("freedom", data, MODELS["freedom"].config_class())  # knn_cache_dir="auto"
+    assert len(list(cache.glob("knn-*.npz"))) == 2  # one graph per modality
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the KNN search ran although its cache was there")
+
+    monkeypatch.setattr(knn, "_search", no_search)
+    again = build_model("freedom", load_dataset("synthetic-tiny", root=tmp_path), MODELS["freedom"].config_class())
+    assert torch.equal(first.ii_adj.to_dense(), again.ii_adj.to_dense())
+    # A folder loaded by path records no folder: "auto" caches nothing for it.
+    assert getattr(load_dataset(tmp_path / "synthetic-tiny"), "folder", None) is None

@@ -253,6 +253,16 @@ class MMRecDataset(InMemoryDataset):
             return data
 
 
+def _with_cache_folder(dataset: "MMRecDataset") -> HeteroData:
+    """The dataset's graph; when its processed folder is writable, recorded as ``data.folder``
+    (where models with ``knn_cache_dir="auto"`` keep their KNN caches)."""
+    data = dataset[0]
+    folder = Path(dataset.processed_dir)
+    if folder.is_dir() and _writable(folder):
+        data.folder = str(folder)
+    return data
+
+
 def load_dataset(
     name_or_path: str | Path, root: str | Path = "data", *, seed: int = 0, force_reload: bool = False
 ) -> HeteroData:
@@ -265,6 +275,9 @@ def load_dataset(
        ``seed`` and written under ``root/<name>`` (once), then loaded;
     2. an existing folder path is loaded directly with :func:`load_mmrec` (no cache);
     3. a plain name with a folder ``root/<name>`` is loaded through :class:`MMRecDataset` (cached).
+
+    For 1 and 3, a writable processed folder is recorded as ``data.folder``: models with
+    ``knn_cache_dir="auto"`` cache their KNN item graphs there.
 
     Args:
         name_or_path: a synthetic profile name, a folder path, or a dataset name under ``root``.
@@ -286,13 +299,13 @@ def load_dataset(
     profile = synthetic_profile_of(text)
     if profile is not None:
         materialise_synthetic(profile, root, seed)
-        return MMRecDataset(root, dataset_name(profile), force_reload=force_reload)[0]
+        return _with_cache_folder(MMRecDataset(root, dataset_name(profile), force_reload=force_reload))
     path = Path(name_or_path).expanduser()
     if text and path.is_dir():
         return load_mmrec(path)
     _check_plain_name(text)
     if (root / text).is_dir():
-        return MMRecDataset(root, text, force_reload=force_reload)[0]
+        return _with_cache_folder(MMRecDataset(root, text, force_reload=force_reload))
     raise DataError(
         f"dataset {text!r} not found: it is not a synthetic profile ('demo' or 'synthetic-<profile>'), "
         f"not an existing folder ({path.resolve()}), and {(root / text).resolve()} does not exist"

@@ -41,9 +41,11 @@ class ItemGraphConfig(ModelConfig):
         knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM's
             top-k over the full similarity matrix includes the item itself).
         knn_exact_max_items: above this many items the KNN search is approximate.
-        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` next
-            to the data when the ``HeteroData`` records its ``folder``; ``""``
-            or ``"none"``: no cache.
+        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` in
+            the data's ``folder`` (:func:`~dhmrec_pyg.data.load_dataset` records
+            the writable processed folder of a named or synthetic dataset; a
+            folder loaded by path, or a read-only one, has none: no cache);
+            ``""`` or ``"none"``: no cache.
         sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
