@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.training.trainer import environment
 
+from benchmarks.reproduce import machine_line
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -178,14 +180,6 @@ NEGATIVES_TEXT = {
 }
 
 
-def machine_line(env: Dict[str, Any]) -> str:
-    """The machine and versions of a result's ``environment``, in one line."""
-    if not env:
-        return "unknown machine"
-    return (f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, GPU {env.get('gpu', 'none')}; "
-            f"torch {env.get('torch', '?')}, PyG {env.get('torch_geometric', '?')}, faiss {env.get('faiss', '?')}")
-
-
 def _cell(value: Dict[str, Any]) -> str:
     return f"{value['mean']:.4f}" + (f" ± {value['std']:.4f}" if value.get("std") is not None else "")
 
@@ -222,13 +216,13 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += ["", "Reference implementations on the same split (test): "
                   + "; ".join(f"{m} R@20 {r['recall@20']:.4f} / N@20 {r['ndcg@20']:.4f}" for m, r in refs.items())
                   + "."]
-    pools = {r.get("negatives", "all") for r in rows}
-    lines += ["", "BPR negatives: " + ("; ".join(f"{r['model']}: {r.get('negatives', 'all')}" for r in rows)
-                                       if len(pools) > 1 else NEGATIVES_TEXT.get(next(iter(pools)), str(pools)))]
+    pools = {r["negatives"] for r in rows}
+    lines += ["", "BPR negatives: " + ("; ".join(f"{r['model']}: {r['negatives']}" for r in rows)
+                                       if len(pools) > 1 else NEGATIVES_TEXT[next(iter(pools))])]
     # Each row was trained where its own result file says; rows made on one machine share a line.
     machines: Dict[str, List[str]] = {}
     for r in rows:
-        machines.setdefault(r.get("machine") or machine_line(report["environment"]), []).append(r["model"])
+        machines.setdefault(r["machine"], []).append(r["model"])
     if len(machines) == 1:
         lines += ["", f"Machine: {next(iter(machines))}; {report['threads']} torch thread(s) per run."]
     else:

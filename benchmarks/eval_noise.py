@@ -70,8 +70,9 @@ def markdown(result: Dict[str, Any]) -> str:
             for k in METRICS) + " |")
     env = result.get("environment")
     if env:
-        lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores, GPU {env['gpu']}; torch {env['torch']}, "
-                  f"PyG {env['torch_geometric']}."]
+        from benchmarks.reproduce import machine_line
+
+        lines += ["", f"Machine: {machine_line(env)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -18,15 +18,15 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict
 
 import torch
-import yaml
 
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.data import load_dataset, load_mmrec
 from dhmrec_pyg.data.synthetic import synthetic_profile_of
 from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.training.config import TrainConfig
+from dhmrec_pyg.training.config import TrainConfig, load_run_config
 from dhmrec_pyg.training.run import parse_grid, run_grid
 from dhmrec_pyg.training.trainer import environment
 
@@ -44,10 +44,17 @@ def peak_rss_mib() -> float:
 
 
 def run_negatives(run: Path) -> str:
-    """The BPR negative pool a run folder trained with (``train.negatives`` of its ``config.yaml``;
-    runs from before the option existed drew from every item, ``"all"``)."""
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    return str(config.get("train", {}).get("negatives", "all"))
+    """The BPR negative pool a run folder trained with (``train.negatives`` of its ``config.yaml``,
+    read with :func:`~dhmrec_pyg.training.config.load_run_config`)."""
+    return str(load_run_config(run / "config.yaml")["train"]["negatives"])
+
+
+def machine_line(env: Dict[str, Any]) -> str:
+    """The machine and versions of a result's ``environment``, in one line."""
+    if not env:
+        return "unknown machine"
+    return (f"{env.get('cpu', '?')}, {env.get('cores', '?')} cores, GPU {env.get('gpu', 'none')}; "
+            f"torch {env.get('torch', '?')}, PyG {env.get('torch_geometric', '?')}, faiss {env.get('faiss', '?')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                   "| " + " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}"
                                     for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")) + " |"]
     env = report["environment"]
-    lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores, GPU {env['gpu']}; torch {env['torch']}, "
-              f"PyG {env['torch_geometric']}, faiss {env['faiss']}, {args.threads} torch thread(s)."]
+    lines += ["", f"Machine: {machine_line(env)}, {args.threads} torch thread(s)."]
     dio.write_text(results / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

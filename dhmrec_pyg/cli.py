@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import (
-    LEGACY_TRAIN_VALUES,
     ConfigError,
     TrainConfig,
     apply_overrides,
+    load_run_config,
     load_yaml_config,
 )
 
@@ -277,11 +277,8 @@ def _resume(args: argparse.Namespace) -> int:
     _on_main(_check_resume, args)
     run = Path(args.resume)
     main_rank = ddist.is_main_process()
-    raw = load_yaml_config(run / "config.yaml")
+    raw = load_run_config(run / "config.yaml")
     train_values = dict(raw["train"])
-    # Options a run's config.yaml predates take the value the run used (negatives: every item).
-    for key, legacy in LEGACY_TRAIN_VALUES.items():
-        train_values.setdefault(key, legacy)
     if args.quiet:
         train_values["progress"] = False
     if args.device is not None:

@@ -447,6 +447,9 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     (ckpt / "metrics.json").unlink()  # as if killed after its last checkpoint
     assert main(["train", "--resume", str(ckpt), "--quiet"]) == 0
     assert pools[-1] == "all" and _metrics(ckpt) == before
+    from dhmrec_pyg.training.run import load_run
+
+    assert load_run(ckpt, device="cpu")[0].negatives == "all"  # evaluate/recommend read it the same way
     # Such a folder also counts as a finished run of the same configuration.
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.training.config import build_dataclass, load_yaml_config

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
+from dhmrec_pyg.training.sampler import NEGATIVE_POOLS
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
@@ -42,8 +44,8 @@ class TrainConfig:
     negatives: str = "trained"
 
     def __post_init__(self) -> None:
-        if self.negatives not in ("trained", "all"):
-            raise ValueError(f"negatives must be 'trained' or 'all', got {self.negatives!r}")
+        if self.negatives not in NEGATIVE_POOLS:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_POOLS)}, got {self.negatives!r}")
 
 
 def _field_types(cls: type) -> Dict[str, Any]:
@@ -192,6 +194,14 @@ _ABSENT = object()
 #: Training options added after runs were first written, with the value such runs used. A
 #: config.yaml without one of them means that value (see :func:`identity_text`).
 LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
+
+
+def load_run_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
+    """A run folder's ``config.yaml`` (:func:`load_yaml_config`), with the options it predates
+    at the value the run used (:data:`LEGACY_TRAIN_VALUES`)."""
+    raw = load_yaml_config(path)
+    raw["train"] = {**LEGACY_TRAIN_VALUES, **raw["train"]}
+    return raw
 
 
 def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:

@@ -243,7 +243,7 @@ def load_run(run_folder: str | Path, device: Optional[str] = None):
         ``(train_config, model_config, model, data)``; the model is in eval mode.
     """
     from dhmrec_pyg.models import MODELS
-    from dhmrec_pyg.training.config import build_dataclass, load_yaml_config
+    from dhmrec_pyg.training.config import build_dataclass, load_run_config
     from dhmrec_pyg.training.trainer import build_model, resolve_device
 
     run = Path(run_folder)
@@ -252,7 +252,7 @@ def load_run(run_folder: str | Path, device: Optional[str] = None):
     for name in ("config.yaml", "best.pt"):
         if not (run / name).is_file():
             raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
-    raw = load_yaml_config(run / "config.yaml")
+    raw = load_run_config(run / "config.yaml")
     cfg = build_dataclass(TrainConfig, raw["train"], "training")
     if device is not None:
         cfg = replace(cfg, device=device)
