@@ -127,7 +127,8 @@ class Recommender(nn.Module):
     - :meth:`on_epoch_start` once before every training epoch,
     - :meth:`loss` for every mini-batch of BPR triplets,
     - :meth:`embeddings` (under ``torch.no_grad`` and ``eval()``) to score all
-      items for evaluation and recommendation.
+      items for evaluation and recommendation,
+    - :meth:`diagnostics` (same conditions) once per epoch, for ``history.csv``.
     """
 
     config_class = ModelConfig
@@ -170,6 +171,15 @@ class Recommender(nn.Module):
     def embeddings(self) -> Tuple[Tensor, Tensor]:
         """Final user and item embeddings, ``([U, d], [I, d])``, for scoring."""
         raise NotImplementedError
+
+    def diagnostics(self, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+        """Named health readings of the current parameters, recorded per epoch.
+
+        The trainer calls this after each validation pass (in ``eval()`` mode,
+        without gradients) and writes every entry as a ``diag_<name>`` column of
+        ``history.csv``; ``dhmrec plot`` draws them. The base model has none.
+        """
+        return {}
 
     def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
         """Loss terms for a batch of triplets; the key ``"loss"`` is their weighted total."""

@@ -452,6 +452,7 @@ class Trainer:
             row = {"epoch": epoch, **losses, "train_seconds": train_seconds,
                    "eval_seconds": time.perf_counter() - start}
             row.update({f"valid_{k}": v for k, v in valid.items() if k.endswith("@20") or k.endswith("@10")})
+            row.update({f"diag_{k}": v for k, v in self._diagnostics(epoch).items()})
             self.history.append(row)
             if value > early["best_value"]:
                 early.update(best_value=value, best_epoch=epoch, best_valid=dict(valid), stale=0)
@@ -470,6 +471,22 @@ class Trainer:
             more = self._epoch < cfg.epochs and early["stale"] < cfg.patience
             if self._stop_requested() and self.out_dir is not None and more:
                 raise TrainingInterrupted(self.out_dir, self._epoch, 0)
+
+    def _diagnostics(self, epoch: int) -> Dict[str, float]:
+        """The model's :meth:`~dhmrec_pyg.models.base.Recommender.diagnostics` after an epoch.
+
+        Seeded by the epoch, from a generator of its own, so recording them changes
+        no random stream of training (a resumed run records the same values).
+        """
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                values = model.diagnostics(torch.Generator().manual_seed(epoch))
+        finally:
+            model.train(was_training)
+        return {k: float(v) for k, v in values.items()}
 
     def _finish(self) -> Dict[str, Any]:
         cfg = self.cfg
