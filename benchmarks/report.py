@@ -160,6 +160,8 @@ def main() -> int:
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
+    for path in sorted((HERE / "results").glob("opcount_*.md")):
+        body += embedded(path.stem, f"Aten operators per training step on {path.stem.split('_', 1)[1]}")
     body += embedded("knn", "Item-item KNN graph build")
     for path in sorted((HERE / "results").glob("eval_noise_*.md")):
         body += embedded(path.stem, "LGMRec evaluated with its public code's evaluation-time Gumbel noise")

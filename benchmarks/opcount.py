@@ -1,0 +1,344 @@
+"""Operators per training step of every model, counted with ``torch.profiler`` (device-independent).
+
+    python -m benchmarks.opcount [--dataset tiktok] [--models dhmrec,freedom,lgmrec,lightgcn,bpr] \
+        [--data-root ../shared/data] [--out benchmarks/results]
+
+On a GPU every aten operator a training step issues is (at least) one kernel launch, so
+a model whose step is made of many small operators is launch-bound there whatever its
+arithmetic. This counts them on the CPU, where the count does not depend on any GPU.
+
+For every model, built with its default configuration on the dataset, one training step
+is what :class:`~dhmrec_pyg.training.trainer.Trainer` runs per mini-batch: the next
+batch of 2048 triplets from the library's
+:class:`~dhmrec_pyg.training.sampler.BPRSampler` moved to the device (batch),
+``model.loss`` on it (forward), ``zero_grad`` and
+``backward`` (backward), and the step of ``torch.optim.Adam`` built as the trainer builds
+it (optimizer). The model's per-epoch hook ``on_epoch_start`` runs once before, as in an
+epoch, and is not counted. One step is run first as a warm-up (Adam creates its state on
+its first step), then the next batch's step is profiled:
+
+* **top-level aten ops**: ``aten::`` events with no ``aten::`` event above them (the
+  operators called from Python or by the autograd engine, not the ones they call
+  internally), split by phase;
+* **aten events**: every ``aten::`` event, nested ones included;
+* **parameter tensors**: the tensors Adam updates (one set of optimizer operators each
+  with the per-tensor loop that Adam uses by default on the CPU).
+
+PyTorch picks Adam's multi-tensor (``foreach``) implementation by default on CUDA, so the
+step is also counted with ``Adam(foreach=True)``: the last column is the top-level count a
+CUDA user's default optimizer gives. View and metadata operators (``aten::view``,
+``aten::t``, ...) are counted too, although they launch no kernel.
+
+Data: ``tiktok`` (default) is the real data set under ``--data-root`` (``../shared/data``;
+skipped with a message when absent), loaded in place (nothing written there, no KNN
+cache); ``demo`` or any ``synthetic-<profile>`` is generated once under
+``--synthetic-root``. Writes ``opcount_<dataset>.json`` and ``opcount_<dataset>.md`` to
+``--out`` with the command, the machine and the library versions.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_SYNTHETIC = REPO / "data"
+DEFAULT_MODELS = "dhmrec,freedom,lgmrec,lightgcn,bpr"
+
+#: Profiler labels of the three phases of a step.
+PHASES = ("batch", "forward", "backward", "optimizer")
+_LABEL = "opcount::"
+
+
+@dataclasses.dataclass
+class StepCount:
+    """Operator counts of one profiled training step.
+
+    Attributes:
+        top_level: ``aten::`` events with no ``aten::`` ancestor.
+        aten_events: all ``aten::`` events, nested ones included.
+        by_phase: top-level counts per phase: ``batch`` (slicing the sampler's epoch and moving the
+            batch to the model's device), ``forward``, ``backward``, ``optimizer``.
+        parameter_tensors: tensors the optimizer updates.
+        top_ops: the most frequent top-level operators, ``{name: count}`` (at most 15).
+    """
+
+    top_level: int
+    aten_events: int
+    by_phase: Dict[str, int]
+    parameter_tensors: int
+    top_ops: Dict[str, int]
+
+
+def count_events(events: Any) -> Dict[str, Any]:
+    """Top-level and all ``aten::`` events of a profiler's event list, by phase label.
+
+    An event is top-level when no ancestor (``cpu_parent`` chain) is an ``aten::`` event;
+    its phase is the nearest ancestor labelled ``opcount::<phase>`` (``"other"`` if none).
+
+    Args:
+        events: ``prof.events()`` of a :class:`torch.profiler.profile`.
+
+    Returns:
+        ``{"top_level": int, "aten_events": int, "by_phase": {phase: int}, "names": {name: int}}``
+        (``names`` counts the top-level operators by name).
+    """
+    top, total = 0, 0
+    by_phase: Dict[str, int] = {p: 0 for p in PHASES}
+    names: Dict[str, int] = {}
+    for ev in events:
+        if not ev.name.startswith("aten::"):
+            continue
+        total += 1
+        parent, phase, nested = ev.cpu_parent, "other", False
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                nested = True
+                break
+            if parent.name.startswith(_LABEL) and phase == "other":
+                phase = parent.name[len(_LABEL):]
+            parent = parent.cpu_parent
+        if nested:
+            continue
+        top += 1
+        by_phase[phase] = by_phase.get(phase, 0) + 1
+        names[ev.name] = names.get(ev.name, 0) + 1
+    return {"top_level": top, "aten_events": total, "by_phase": by_phase, "names": names}
+
+
+def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreach: Optional[bool] = None,
+               warmup: int = 1) -> StepCount:
+    """Count the aten operators of one training step of ``model`` (on its current device).
+
+    Runs ``model.on_epoch_start`` once, ``warmup`` uncounted steps, then profiles one
+    step: the next batch of ``sampler``'s seeded epoch, moved to the model's device
+    (batch), ``model.loss(users, pos, neg)`` (forward), ``zero_grad`` + ``backward``
+    (backward), ``Adam.step`` (optimizer).
+    The model's parameters change (it is trained for ``warmup + 1`` steps).
+
+    Args:
+        model: a :class:`~dhmrec_pyg.models.Recommender`.
+        sampler: a :class:`~dhmrec_pyg.training.sampler.BPRSampler` over the training edges.
+        lr: Adam's learning rate.
+        seed: seed of the sampler's generator.
+        foreach: passed to ``torch.optim.Adam`` (``None``: PyTorch's default for the device).
+        warmup: uncounted steps before the counted one (at least 1: Adam's first step
+            creates its state).
+
+    Returns:
+        The :class:`StepCount` of the profiled step.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1, got {warmup}")
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, foreach=foreach)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    model.on_epoch_start(0, generator)
+    batches = sampler.epoch(generator)
+
+    def step() -> None:
+        with record_function(_LABEL + "batch"):
+            u, p, n = (t.to(device) for t in next(batches))
+        with record_function(_LABEL + "forward"):
+            loss = model.loss(u, p, n)["loss"]
+        with record_function(_LABEL + "backward"):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function(_LABEL + "optimizer"):
+            optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    counts = count_events(prof.events())
+    top_ops = dict(sorted(counts["names"].items(), key=lambda kv: (-kv[1], kv[0]))[:15])
+    return StepCount(counts["top_level"], counts["aten_events"], counts["by_phase"], len(params), top_ops)
+
+
+def source_state() -> Dict[str, Any]:
+    """The library code counted: ``{"commit": HEAD or None, "modified": [paths]}``, where
+    ``modified`` lists the files under ``dhmrec_pyg/`` that differ from that commit (git's view of
+    the checkout this module runs from; both empty outside a git checkout)."""
+    import subprocess
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--", "dhmrec_pyg") or ""
+    return {"commit": head.strip() if head else None,
+            "modified": sorted(line[3:] for line in status.splitlines() if line[3:].endswith(".py"))}
+
+
+def load_data(name: str, data_root: Path, synthetic_root: Path) -> Any:
+    """The dataset ``name``: a synthetic profile (generated once under ``synthetic_root``) or the
+    folder ``data_root/name`` read in place; ``None`` when that folder does not exist."""
+    from dhmrec_pyg.data import load_dataset, load_mmrec
+    from dhmrec_pyg.data.synthetic import synthetic_profile_of
+
+    if synthetic_profile_of(name) is not None:
+        return load_dataset(name, root=synthetic_root)
+    folder = data_root / name
+    if not folder.is_dir():
+        return None
+    return load_mmrec(folder)
+
+
+def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> Dict[str, Any]:
+    """Build model ``name`` with its default configuration (no KNN cache) on ``data`` and count a
+    step with PyTorch's default Adam and with ``Adam(foreach=True)``; one result row."""
+    import torch
+
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.training.config import TrainConfig
+    from dhmrec_pyg.training.sampler import BPRSampler
+    from dhmrec_pyg.training.trainer import build_model, seed_everything
+
+    cls = MODELS[name]
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
+    train = TrainConfig(model=name)
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    model = build_model(name, data, config)
+    sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), batch_size,
+                         negatives=train.negatives)
+    default = count_step(model, sampler, lr=train.lr, seed=seed)
+    grouped = count_step(model, sampler, lr=train.lr, seed=seed, foreach=True)
+    return {"model": name, "status": "ok", "parameter_tensors": default.parameter_tensors,
+            "parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            "top_level": default.top_level, "aten_events": default.aten_events, "by_phase": default.by_phase,
+            "top_ops": default.top_ops, "foreach_top_level": grouped.top_level,
+            "foreach_by_phase": grouped.by_phase, "seconds": time.perf_counter() - t0,
+            "torch_threads": torch.get_num_threads()}
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    """The ``opcount_<dataset>.md`` text."""
+    from benchmarks.reproduce import machine_line
+
+    env = result["environment"]
+    lines = [f"# Operators per training step on {result['dataset']}", "",
+             f"Command: `{result['command']}`", "",
+             f"One training step (batch {result['batch_size']} from the library's BPR sampler, forward + "
+             "backward + Adam step, after one warm-up step), counted with `torch.profiler` on the CPU. "
+             "Top-level: `aten::` operators with no `aten::` operator above them (each at least one kernel "
+             "launch on a GPU, views aside); aten events: all of them, nested ones included. Phases are "
+             "top-level counts (batch: slicing the sampler's epoch and moving the batch to the device). Adam as the trainer builds it uses a per-tensor loop on the CPU; the last "
+             "column is the top-level count with `Adam(foreach=True)`, PyTorch's default on CUDA.", "",
+             "| model | parameter tensors | top-level aten ops | aten events | batch | forward | backward "
+             "| optimizer | top-level, foreach Adam |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['model']} | {r['status']}: {r.get('error', '')} |" + "  |" * 7)
+            continue
+        ph = r["by_phase"]
+        lines.append(f"| {r['model']} | {r['parameter_tensors']} | {r['top_level']:,} | {r['aten_events']:,} "
+                     f"| {ph['batch']:,} | {ph['forward']:,} | {ph['backward']:,} | {ph['optimizer']:,} | {r['foreach_top_level']:,} |")
+    lines.append("")
+    shape = result.get("shape")
+    if shape:
+        feats = ", ".join(f"{m} {w}-d" for m, w in shape["features"].items()) or "none"
+        lines += [f"Data: {result['dataset']}, {shape['users']:,} users, {shape['items']:,} items, "
+                  f"{shape['train_interactions']:,} training interactions; features: {feats}. Models at "
+                  "their default configurations.", ""]
+    src = result.get("source") or {}
+    if src.get("commit"):
+        lines += [f"Library code: commit `{src['commit'][:12]}`" + (
+            f", with uncommitted changes to {', '.join(f'`{m}`' for m in src['modified'])}."
+            if src.get("modified") else ", no uncommitted changes."), ""]
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    if ok:
+        lines += ["Most frequent top-level operators per model:", ""]
+        for r in ok:
+            lines.append(f"- **{r['model']}**: " + ", ".join(f"`{k}` {v}" for k, v in r["top_ops"].items()))
+        lines.append("")
+    lines.append(f"Machine: {machine_line(env)}; python {env.get('python', '?')}, numpy {env.get('numpy', '?')}, "
+                 f"{env.get('torch_threads', '?')} torch thread(s). Total wall time {result['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Count every model's operators per step and write the result files."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from dhmrec_pyg.models import MODELS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="tiktok",
+                   help="a folder name under --data-root (tiktok), 'demo' or 'synthetic-<profile>'")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of: {', '.join(MODELS)}")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (counts do not depend on it)")
+    p.add_argument("--data-root", default=str(DEFAULT_DATA), help="folder of the real datasets")
+    p.add_argument("--synthetic-root", default=str(DEFAULT_SYNTHETIC),
+                   help="where synthetic profiles (demo) are generated (once)")
+    p.add_argument("--out", default=str(HERE / "results"), help="folder for opcount_<dataset>.{json,md}")
+    args = p.parse_args(argv)
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    import torch
+
+    from dhmrec_pyg import io as dio
+    from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.training.trainer import environment
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    data = load_data(args.dataset, Path(args.data_root), Path(args.synthetic_root))
+    if data is None:
+        print(f"opcount: skipped: {Path(args.data_root) / args.dataset} not found (the real {args.dataset} data "
+              "is needed; --data-root points elsewhere, or --dataset demo runs on synthetic data)", file=sys.stderr)
+        return 0
+    shape = {"users": int(data["user"].num_nodes), "items": int(data["item"].num_nodes),
+             "train_interactions": int(data[EDGE].edge_index.size(1)),
+             "features": {k[2:]: int(data["item"][k].size(1)) for k in sorted(data["item"].keys())
+                          if k.startswith("x_")}}
+    rows = []
+    for name in models:
+        print(f"{args.dataset} / {name} ...", file=sys.stderr, flush=True)
+        try:
+            row = count_model(name, data, args.batch_size, args.seed)
+        except Exception as exc:  # one model failing (e.g. no features) is a row, not the end
+            row = {"model": name, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            print(f"  failed: {row['error']}", file=sys.stderr, flush=True)
+        else:
+            print(f"  {row['top_level']} top-level aten ops, {row['aten_events']} aten events, "
+                  f"{row['parameter_tensors']} parameter tensors", file=sys.stderr, flush=True)
+        rows.append(row)
+    result = {"command": "python -m benchmarks.opcount " + " ".join(shlex.quote(a) for a in argv),
+              "dataset": args.dataset, "batch_size": args.batch_size, "seed": args.seed, "shape": shape,
+              "rows": rows, "source": source_state(), "wall_seconds": time.perf_counter() - start,
+              "environment": environment()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dio.write_json(out / f"opcount_{args.dataset}.json", result)
+    text = markdown(result)
+    dio.write_text(out / f"opcount_{args.dataset}.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
