@@ -3,15 +3,16 @@
     python -m benchmarks.opcount [--dataset tiktok] [--models dhmrec,freedom,lgmrec,lightgcn,bpr] \
         [--data-root ../shared/data] [--out benchmarks/results]
 
-On a GPU every aten operator a training step issues is (at least) one kernel launch, so
-a model whose step is made of many small operators is launch-bound there whatever its
-arithmetic. This counts them on the CPU, where the count does not depend on any GPU.
+On a GPU the aten operators a training step issues are a kernel launch each (views and
+other metadata operators aside), so a model whose step is made of many small operators is
+launch-bound there whatever its arithmetic. This counts them on the CPU, where the count does not depend on any GPU.
 
 For every model, built with its default configuration on the dataset, one training step
 is what :class:`~dhmrec_pyg.training.trainer.Trainer` runs per mini-batch: the next
 batch of 2048 triplets from the library's
-:class:`~dhmrec_pyg.training.sampler.BPRSampler` moved to the device (batch),
-``model.loss`` on it (forward), ``zero_grad`` and
+:class:`~dhmrec_pyg.training.sampler.BPRSampler` moved to the device (batch: the
+same few operators for every model, recorded apart, not in the totals), ``model.loss``
+on it (forward), ``zero_grad`` and
 ``backward`` (backward), and the step of ``torch.optim.Adam`` built as the trainer builds
 it (optimizer). The model's per-epoch hook ``on_epoch_start`` runs once before, as in an
 epoch, and is not counted. One step is run first as a warm-up (Adam creates its state on
@@ -19,8 +20,8 @@ its first step), then the next batch's step is profiled:
 
 * **top-level aten ops**: ``aten::`` events with no ``aten::`` event above them (the
   operators called from Python or by the autograd engine, not the ones they call
-  internally), split by phase;
-* **aten events**: every ``aten::`` event, nested ones included;
+  internally) in the forward, backward and optimizer phases, also split by phase;
+* **aten events**: every ``aten::`` event of those phases, nested ones included;
 * **parameter tensors**: the tensors Adam updates (one set of optimizer operators each
   with the per-tensor loop that Adam uses by default on the CPU).
 
@@ -53,6 +54,8 @@ DEFAULT_MODELS = "dhmrec,freedom,lgmrec,lightgcn,bpr"
 
 #: Profiler labels of the three phases of a step.
 PHASES = ("batch", "forward", "backward", "optimizer")
+#: The phases that make up the step's count (``batch`` is shown apart: it is the same for every model).
+STEP_PHASES = ("forward", "backward", "optimizer")
 _LABEL = "opcount::"
 
 
@@ -61,17 +64,20 @@ class StepCount:
     """Operator counts of one profiled training step.
 
     Attributes:
-        top_level: ``aten::`` events with no ``aten::`` ancestor.
-        aten_events: all ``aten::`` events, nested ones included.
+        top_level: top-level ``aten::`` operators (no ``aten::`` event above them) of the
+            forward, backward and optimizer phases.
+        aten_events: all ``aten::`` events of those phases, nested ones included.
         by_phase: top-level counts per phase: ``batch`` (slicing the sampler's epoch and moving the
-            batch to the model's device), ``forward``, ``backward``, ``optimizer``.
+            batch to the model's device; not in ``top_level``), ``forward``, ``backward``, ``optimizer``.
+        events_by_phase: all ``aten::`` events per phase.
         parameter_tensors: tensors the optimizer updates.
-        top_ops: the most frequent top-level operators, ``{name: count}`` (at most 15).
+        top_ops: the most frequent top-level operators of the step, ``{name: count}`` (at most 15).
     """
 
     top_level: int
     aten_events: int
     by_phase: Dict[str, int]
+    events_by_phase: Dict[str, int]
     parameter_tensors: int
     top_ops: Dict[str, int]
 
@@ -86,30 +92,34 @@ def count_events(events: Any) -> Dict[str, Any]:
         events: ``prof.events()`` of a :class:`torch.profiler.profile`.
 
     Returns:
-        ``{"top_level": int, "aten_events": int, "by_phase": {phase: int}, "names": {name: int}}``
-        (``names`` counts the top-level operators by name).
+        ``{"top_level": int, "aten_events": int, "by_phase": {phase: int}, "events_by_phase":
+        {phase: int}, "names": {phase: {name: int}}}``: totals over all phases, top-level and all
+        events per phase, and the top-level operators by name per phase.
     """
     top, total = 0, 0
     by_phase: Dict[str, int] = {p: 0 for p in PHASES}
-    names: Dict[str, int] = {}
+    events_by_phase: Dict[str, int] = {p: 0 for p in PHASES}
+    names: Dict[str, Dict[str, int]] = {}
     for ev in events:
         if not ev.name.startswith("aten::"):
             continue
-        total += 1
-        parent, phase, nested = ev.cpu_parent, "other", False
+        parent, phase, nested = ev.cpu_parent, None, False
         while parent is not None:
-            if parent.name.startswith("aten::"):
-                nested = True
-                break
-            if parent.name.startswith(_LABEL) and phase == "other":
+            nested = nested or parent.name.startswith("aten::")
+            if phase is None and parent.name.startswith(_LABEL):
                 phase = parent.name[len(_LABEL):]
             parent = parent.cpu_parent
+        phase = phase or "other"
+        total += 1
+        events_by_phase[phase] = events_by_phase.get(phase, 0) + 1
         if nested:
             continue
         top += 1
         by_phase[phase] = by_phase.get(phase, 0) + 1
-        names[ev.name] = names.get(ev.name, 0) + 1
-    return {"top_level": top, "aten_events": total, "by_phase": by_phase, "names": names}
+        per = names.setdefault(phase, {})
+        per[ev.name] = per.get(ev.name, 0) + 1
+    return {"top_level": top, "aten_events": total, "by_phase": by_phase, "events_by_phase": events_by_phase,
+            "names": names}
 
 
 def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreach: Optional[bool] = None,
@@ -163,8 +173,14 @@ def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreac
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     counts = count_events(prof.events())
-    top_ops = dict(sorted(counts["names"].items(), key=lambda kv: (-kv[1], kv[0]))[:15])
-    return StepCount(counts["top_level"], counts["aten_events"], counts["by_phase"], len(params), top_ops)
+    names: Dict[str, int] = {}
+    for phase in STEP_PHASES:
+        for name, k in counts["names"].get(phase, {}).items():
+            names[name] = names.get(name, 0) + k
+    top_ops = dict(sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
+    return StepCount(sum(counts["by_phase"][p] for p in STEP_PHASES),
+                     sum(counts["events_by_phase"][p] for p in STEP_PHASES),
+                     counts["by_phase"], counts["events_by_phase"], len(params), top_ops)
 
 
 def source_state() -> Dict[str, Any]:
@@ -225,6 +241,7 @@ def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> 
     return {"model": name, "status": "ok", "parameter_tensors": default.parameter_tensors,
             "parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
             "top_level": default.top_level, "aten_events": default.aten_events, "by_phase": default.by_phase,
+            "events_by_phase": default.events_by_phase,
             "top_ops": default.top_ops, "foreach_top_level": grouped.top_level,
             "foreach_by_phase": grouped.by_phase, "seconds": time.perf_counter() - t0,
             "torch_threads": torch.get_num_threads()}
@@ -240,19 +257,26 @@ def markdown(result: Dict[str, Any]) -> str:
              f"One training step (batch {result['batch_size']} from the library's BPR sampler, forward + "
              "backward + Adam step, after one warm-up step), counted with `torch.profiler` on the CPU. "
              "Top-level: `aten::` operators with no `aten::` operator above them (each at least one kernel "
-             "launch on a GPU, views aside); aten events: all of them, nested ones included. Phases are "
-             "top-level counts (batch: slicing the sampler's epoch and moving the batch to the device). Adam as the trainer builds it uses a per-tensor loop on the CPU; the last "
-             "column is the top-level count with `Adam(foreach=True)`, PyTorch's default on CUDA.", "",
-             "| model | parameter tensors | top-level aten ops | aten events | batch | forward | backward "
-             "| optimizer | top-level, foreach Adam |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "launch on a GPU, views aside); aten events: all of them, nested ones included. The phase "
+             "columns are top-level counts. Adam as the trainer builds it runs a per-tensor loop on the CPU; "
+             "the last column is the step's top-level count with `Adam(foreach=True)`, PyTorch's default on "
+             "CUDA.", "",
+             "| model | parameter tensors | top-level aten ops | aten events | forward | backward | optimizer "
+             "| top-level, foreach Adam |",
+             "|---|---|---|---|---|---|---|---|"]
+    batch = set()
     for r in result["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['status']}: {r.get('error', '')} |" + "  |" * 7)
+            lines.append(f"| {r['model']} | {r['status']}: {r.get('error', '')} |" + "  |" * 6)
             continue
         ph = r["by_phase"]
+        batch.add((ph["batch"], r["events_by_phase"]["batch"]))
         lines.append(f"| {r['model']} | {r['parameter_tensors']} | {r['top_level']:,} | {r['aten_events']:,} "
-                     f"| {ph['batch']:,} | {ph['forward']:,} | {ph['backward']:,} | {ph['optimizer']:,} | {r['foreach_top_level']:,} |")
+                     f"| {ph['forward']:,} | {ph['backward']:,} | {ph['optimizer']:,} | {r['foreach_top_level']:,} |")
+    if batch:
+        lines += ["", "Not in these counts: taking the batch from the sampler's epoch and moving it to the device, "
+                  + " / ".join(f"{t} top-level ops ({e} aten events)" for t, e in sorted(batch))
+                  + " per step for every model."]
     lines.append("")
     shape = result.get("shape")
     if shape:

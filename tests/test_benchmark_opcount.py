@@ -24,7 +24,7 @@ def test_nested_operators_are_not_top_level():
         x.sum()
     counts = opcount.count_events(prof.events())
     assert counts["top_level"] == 2
-    assert counts["names"] == {"aten::linear": 1, "aten::sum": 1}
+    assert counts["names"] == {"other": {"aten::linear": 1, "aten::sum": 1}}  # no phase label
     assert counts["aten_events"] > counts["top_level"]
 
 
@@ -43,7 +43,10 @@ def test_counts_are_positive_and_optimizer_ops_scale_with_parameter_tensors(tiny
     for c in (bpr, freedom):
         assert c.aten_events > c.top_level > 0
         assert all(c.by_phase[p] > 0 for p in opcount.PHASES)
-        assert sum(c.by_phase.values()) == c.top_level  # every top-level op falls in a phase
+        assert "other" not in c.by_phase  # every operator falls in a phase
+        assert sum(c.by_phase[p] for p in opcount.STEP_PHASES) == c.top_level  # the batch is apart
+        assert sum(c.events_by_phase[p] for p in opcount.STEP_PHASES) == c.aten_events
+    assert bpr.by_phase["batch"] == freedom.by_phase["batch"]  # the same for every model
     # Adam's per-tensor loop: the same operators for every tensor, so 3x the tensors, 3x the ops
     per_tensor = bpr.by_phase["optimizer"] / bpr.parameter_tensors
     assert per_tensor >= 3
