@@ -351,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {row['top_level']} top-level aten ops, {row['aten_events']} aten events, "
                   f"{row['parameter_tensors']} parameter tensors", file=sys.stderr, flush=True)
         rows.append(row)
-    result = {"command": "python -m benchmarks.opcount " + " ".join(shlex.quote(a) for a in argv),
+    result = {"command": " ".join(["python -m benchmarks.opcount", *(shlex.quote(a) for a in argv)]),
               "dataset": args.dataset, "batch_size": args.batch_size, "seed": args.seed, "shape": shape,
               "rows": rows, "source": source_state(), "wall_seconds": time.perf_counter() - start,
               "environment": environment()}
