@@ -4,14 +4,16 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.models.base import Recommender
+from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 from dhmrec_pyg.training.config import ConfigError
 from dhmrec_pyg.training.evaluate import csr_index, gather_rows
 
@@ -23,11 +25,13 @@ FAISS_MIN_ITEMS = 100_000
 @torch.no_grad()
 def recommend(
     model: Recommender,
-    train_edge_index: Tensor,
+    train_edge_index: Union[Tensor, HeteroData],
     k: int = 20,
     users: Optional[Sequence[int]] = None,
     batch_size: int = 4096,
     use_faiss: Optional[bool] = None,
+    *,
+    edge_type: Union[None, str, Tuple[str, str, str]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` items per user, never an item the user interacted with in training.
 
@@ -38,7 +42,9 @@ def recommend(
 
     Args:
         model: a trained :class:`~dhmrec_pyg.models.Recommender`.
-        train_edge_index: ``[2, E]`` training interactions (excluded).
+        train_edge_index: ``[2, E]`` training interactions (excluded), or the
+            training graph (a ``HeteroData``, checked with
+            :func:`~dhmrec_pyg.schema.as_interaction_graph`; its training edges).
         k: items per user.
         users: user ids (default: all users).
         batch_size: users scored at once on the dense path.
@@ -46,12 +52,18 @@ def recommend(
             instead of scoring densely; default: only for catalogues of at
             least :data:`FAISS_MIN_ITEMS` items. Needs a model whose score is
             the plain inner product.
+        edge_type: the interaction edge type of a graph with its own names
+            (``(user type, relation, item type)``); only with a ``HeteroData``.
 
     Returns:
         ``(users [U], items [U, k], scores [U, k])`` as NumPy arrays, best first.
     """
     if k < 1:
         raise ConfigError(f"--k must be >= 1, got {k}")
+    if isinstance(train_edge_index, HeteroData):
+        train_edge_index = as_interaction_graph(train_edge_index, edge_type)[EDGE_TYPE].edge_index
+    elif edge_type is not None:
+        raise ConfigError("edge_type= needs the training graph (a HeteroData), not an edge_index tensor")
     model.eval()
     user_emb, item_emb = model.embeddings()
     num_users, num_items = user_emb.size(0), item_emb.size(0)

@@ -2,17 +2,28 @@
 
 Everything works on the MMRec on-disk layout (``NAME.inter`` + ``*_feat.npy``) and produces a
 :class:`torch_geometric.data.HeteroData` with node types ``'user'`` and ``'item'``, the edge type
-``('user', 'interacts', 'item')`` carrying ``edge_index`` (train), ``val_edge_index`` and
-``test_edge_index``, and one item attribute ``x_<modality>`` per modality.
+``('user', 'interacts', 'item')`` carrying the training ``edge_index``, the split edge types
+``('user', 'interacts_val', 'item')`` and ``('user', 'interacts_test', 'item')``, and one item
+attribute ``x_<modality>`` per modality (the schema of :mod:`dhmrec_pyg.schema`).
+:func:`as_interaction_graph` checks a graph with your own names (``edge_type=``, ``user=``,
+``item=``) and returns it in that form; :func:`split_edge_index` reads a split.
 
 :func:`prepare_dataset` converts your own interaction table (CSV or Parquet, any IDs) and item
 feature files into that layout.
 """
 
+from ..schema import (
+    EDGE_TYPE,
+    TEST_EDGE_TYPE,
+    VAL_EDGE_TYPE,
+    as_interaction_graph,
+    split_edge_index,
+    split_edge_type,
+    training_graph,
+)
 from .dataset import MMRecDataset, load_dataset
 from .errors import DataError
 from .io import (
-    EDGE_TYPE,
     KNOWN_DATASETS,
     build_heterodata,
     check_known_statistics,
@@ -31,6 +42,9 @@ __all__ = [
     "MMRecDataset",
     "PROFILES",
     "PrepareReport",
+    "TEST_EDGE_TYPE",
+    "VAL_EDGE_TYPE",
+    "as_interaction_graph",
     "build_heterodata",
     "check_known_statistics",
     "chronological_split",
@@ -45,5 +59,8 @@ __all__ = [
     "read_id_map",
     "read_item_features",
     "split_counts",
+    "split_edge_index",
+    "split_edge_type",
+    "training_graph",
     "write_mmrec",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import warnings
@@ -11,8 +12,9 @@ from pathlib import Path
 import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
 
+from ..schema import EDGE_TYPE, split_edge_index, split_edge_type
 from .errors import DataError
-from .io import EDGE_TYPE, atomic_write, check_known_statistics, find_mmrec_files, load_mmrec
+from .io import atomic_write, check_known_statistics, find_mmrec_files, load_mmrec
 
 __all__ = ["MMRecDataset", "load_dataset"]
 
@@ -86,7 +88,6 @@ def _to_plain(data: HeteroData, key: str = "") -> dict:
     ``key`` is the fingerprint of the raw files the graph was built from; ``checksum``
     is :func:`_payload_sha256` of everything else, so that a corrupted file is detected.
     """
-    store = data[EDGE_TYPE]
     item = data["item"]
     obj = {
         "format": _CACHE_FORMAT,
@@ -94,9 +95,9 @@ def _to_plain(data: HeteroData, key: str = "") -> dict:
         "name": str(data.name),
         "num_users": int(data["user"].num_nodes),
         "num_items": int(item.num_nodes),
-        "edge_index": store.edge_index,
-        "val_edge_index": store.val_edge_index,
-        "test_edge_index": store.test_edge_index,
+        "edge_index": split_edge_index(data, "train"),
+        "val_edge_index": split_edge_index(data, "val"),
+        "test_edge_index": split_edge_index(data, "test"),
         "features": {k[2:]: item[k] for k in item.keys() if k.startswith("x_")},
     }
     obj["checksum"] = _payload_sha256(obj)
@@ -116,12 +117,13 @@ def _from_plain(obj: object, path: Path, key: str | None = None) -> HeteroData:
     data.name = obj["name"]
     data["user"].num_nodes = int(obj["num_users"])
     data["item"].num_nodes = int(obj["num_items"])
-    store = data[EDGE_TYPE]
-    for attr in ("edge_index", "val_edge_index", "test_edge_index"):
+    for split, attr in (("train", "edge_index"), ("val", "val_edge_index"), ("test", "test_edge_index")):
         t = obj[attr]
         if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.dim() != 2 or t.size(0) != 2:
             raise DataError(f"{path}: cache entry {attr!r} is malformed")
-        store[attr] = t
+        data[split_edge_type(split)].edge_index = t
+        if split != "train":  # the earlier layout's attribute, for code that still reads it
+            data[EDGE_TYPE][attr] = t
     for modality, x in sorted(obj["features"].items()):
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.size(0) != data["item"].num_nodes:
             raise DataError(f"{path}: cache entry for modality {modality!r} is malformed")
@@ -137,6 +139,8 @@ class MMRecDataset(InMemoryDataset):
     contains a fingerprint of the raw files (names, sizes, and contents for files up to 8 MiB or
     modification times for larger ones), so that changing the raw folder triggers re-processing.
     If the folder is not writable the graph is built in memory on every construction instead.
+    ``processed_dir=`` puts the cache in a folder of your choice (nothing is written next to the
+    data); ``cache=False`` reads and writes no cache at all.
 
     The cache file also records that fingerprint and a SHA-256 checksum of its contents; a cache
     whose fingerprint does not match the raw files (stale) or whose checksum does not match its
@@ -156,6 +160,10 @@ class MMRecDataset(InMemoryDataset):
         transform: optional transform applied on every access.
         force_reload: re-process even when a matching cache exists.
         log: print PyG's "Processing..." messages.
+        processed_dir: the folder for the processed cache (created if needed); default
+            ``root/name/processed``.
+        cache: ``False``: build the graph from the raw files on every construction, reading and
+            writing no cache file.
 
     Attributes:
         processed_now: whether this construction (re)built the graph from the raw files.
@@ -168,9 +176,16 @@ class MMRecDataset(InMemoryDataset):
         transform: Callable[[HeteroData], HeteroData] | None = None,
         force_reload: bool = False,
         log: bool = False,
+        *,
+        processed_dir: str | Path | None = None,
+        cache: bool = True,
     ) -> None:
         _check_plain_name(name)
         self.name = name
+        self.cache = bool(cache)
+        self._processed_dir = None if processed_dir is None else str(Path(processed_dir).expanduser())
+        if self._processed_dir is not None and Path(self._processed_dir).exists() and not Path(self._processed_dir).is_dir():
+            raise DataError(f"processed_dir {self._processed_dir}: a file is in the way (expected a folder)")
         folder = Path(root) / name
         if not folder.is_dir():
             raise DataError(f"{folder}: dataset folder does not exist")
@@ -196,7 +211,9 @@ class MMRecDataset(InMemoryDataset):
 
     @property
     def processed_dir(self) -> str:
-        """``root/name/processed``."""
+        """The ``processed_dir`` given, else ``root/name/processed``."""
+        if self._processed_dir is not None:
+            return self._processed_dir
         return os.path.join(self.root, self.name, "processed")
 
     @property
@@ -206,35 +223,47 @@ class MMRecDataset(InMemoryDataset):
 
     @property
     def processed_file_names(self) -> list[str]:
-        """``data_<fingerprint of the raw files>.pt``."""
-        return [f"data_{self._key}.pt"]
+        """``data_<fingerprint of the raw files>.pt``; in a ``processed_dir`` of your choice, which
+        may serve several datasets, ``<name>.data_<fingerprint>.pt``."""
+        return [f"{self._cache_prefix}{self._key}.pt"]
+
+    @property
+    def _cache_prefix(self) -> str:
+        return "data_" if self._processed_dir is None else f"{self.name}.data_"
 
     def _process(self) -> None:
         # Replaces PyG's Dataset._process, which unpickles pre_transform.pt with weights_only=False.
-        if not self.force_reload and all(os.path.isfile(p) for p in self.processed_paths):
+        if self.cache and not self.force_reload and all(os.path.isfile(p) for p in self.processed_paths):
             return
         self.process()
 
     def process(self) -> None:
-        """Build the graph with :func:`load_mmrec` and cache it (best effort if not writable)."""
+        """Build the graph with :func:`load_mmrec` and cache it (best effort if not writable;
+        not at all with ``cache=False``)."""
         data = load_mmrec(self.raw_dir, self._inter_path.stem)
         self._fresh = data
         self.processed_now = True
         target = Path(self.processed_paths[0])
-        if not _writable(Path(self.raw_dir)):
+        if not self.cache:
+            return
+        if self._processed_dir is None and not _writable(Path(self.raw_dir)):
             return  # read-only dataset folder: no cache, and nothing written there
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
+        except OSError as e:
+            if self._processed_dir is not None:
+                warnings.warn(f"processed_dir {target.parent}: cannot create it ({e}); no cache", stacklevel=2)
             return
         if not _writable(target.parent):
+            if self._processed_dir is not None:
+                warnings.warn(f"processed_dir {target.parent}: not writable; no cache", stacklevel=2)
             return
         try:
             atomic_write(target, lambda f: torch.save(_to_plain(data, self._key), f))
         except OSError as e:
             warnings.warn(f"{target}: could not write the processed cache ({e})", stacklevel=2)
             return
-        for old in target.parent.glob("data_*.pt"):
+        for old in target.parent.glob(f"{glob.escape(self._cache_prefix)}*.pt"):
             if old.name != target.name:
                 try:
                     old.unlink()
@@ -258,13 +287,19 @@ def _with_cache_folder(dataset: "MMRecDataset") -> HeteroData:
     (where models with ``knn_cache_dir="auto"`` keep their KNN caches)."""
     data = dataset[0]
     folder = Path(dataset.processed_dir)
-    if folder.is_dir() and _writable(folder):
+    if dataset.cache and folder.is_dir() and _writable(folder):
         data.folder = str(folder)
     return data
 
 
 def load_dataset(
-    name_or_path: str | Path, root: str | Path = "data", *, seed: int = 0, force_reload: bool = False
+    name_or_path: str | Path,
+    root: str | Path = "data",
+    *,
+    seed: int = 0,
+    force_reload: bool = False,
+    cache: bool = True,
+    processed_dir: str | Path | None = None,
 ) -> HeteroData:
     """Load a dataset by name or path.
 
@@ -273,17 +308,25 @@ def load_dataset(
     1. a synthetic profile: ``'demo'`` or ``'synthetic-<profile>'`` (e.g. ``'synthetic-baby'``,
        ``'synthetic-tiny'``; see :data:`~dhmrec_pyg.data.synthetic.PROFILES`) is generated with
        ``seed`` and written under ``root/<name>`` (once), then loaded;
-    2. an existing folder path is loaded directly with :func:`load_mmrec` (no cache);
+    2. an existing folder path is loaded directly with :func:`load_mmrec` (no cache; with
+       ``processed_dir``, cached there);
     3. a plain name with a folder ``root/<name>`` is loaded through :class:`MMRecDataset` (cached).
 
-    For 1 and 3, a writable processed folder is recorded as ``data.folder``: models with
-    ``knn_cache_dir="auto"`` cache their KNN item graphs there.
+    Where caches go: by default a named or synthetic dataset keeps its processed graph in
+    ``root/<name>/processed`` (when writable), which is also recorded as ``data.folder``: models
+    with ``knn_cache_dir="auto"`` cache their KNN item graphs in its ``knn_cache``. With
+    ``processed_dir=FOLDER`` both go to ``FOLDER`` instead and nothing is written next to the data;
+    with ``cache=False`` no cache is read or written (and ``data.folder`` is not set).
 
     Args:
         name_or_path: a synthetic profile name, a folder path, or a dataset name under ``root``.
         root: the folder holding named datasets.
         seed: seed of synthetic data.
         force_reload: rebuild the processed cache of a named dataset.
+        cache: ``False``: no processed cache and no KNN cache folder (the raw files of a synthetic
+            profile are still written under ``root``, once).
+        processed_dir: the folder for the processed cache and, through ``data.folder``, the KNN
+            caches; default ``root/<name>/processed``.
 
     Returns:
         The dataset's :class:`HeteroData` (see :func:`load_mmrec`).
@@ -297,15 +340,18 @@ def load_dataset(
     text = str(name_or_path)
     root = Path(root)
     profile = synthetic_profile_of(text)
+    options = {"force_reload": force_reload, "cache": cache, "processed_dir": processed_dir}
     if profile is not None:
         materialise_synthetic(profile, root, seed)
-        return _with_cache_folder(MMRecDataset(root, dataset_name(profile), force_reload=force_reload))
+        return _with_cache_folder(MMRecDataset(root, dataset_name(profile), **options))
     path = Path(name_or_path).expanduser()
     if text and path.is_dir():
-        return load_mmrec(path)
+        if processed_dir is None or not cache:
+            return load_mmrec(path)
+        return _with_cache_folder(MMRecDataset(path.resolve().parent, path.resolve().name, **options))
     _check_plain_name(text)
     if (root / text).is_dir():
-        return _with_cache_folder(MMRecDataset(root, text, force_reload=force_reload))
+        return _with_cache_folder(MMRecDataset(root, text, **options))
     raise DataError(
         f"dataset {text!r} not found: it is not a synthetic profile ('demo' or 'synthetic-<profile>'), "
         f"not an existing folder ({path.resolve()}), and {(root / text).resolve()} does not exist"

@@ -1,14 +1,7 @@
-"""The data package's error type."""
+"""The data package's error type (defined in :mod:`dhmrec_pyg.errors`, shared with the models)."""
 
 from __future__ import annotations
 
+from ..errors import DataError
+
 __all__ = ["DataError"]
-
-
-class DataError(ValueError):
-    """Raised for any malformed, missing or inconsistent input data.
-
-    Messages always name the file, the field (column or array) and an offending value, so that a
-    user can find and fix the problem without reading a traceback, e.g.
-    ``"tiktok.inter: column 'itemID' must hold non-negative integers, found '-3' on line 17"``.
-    """

@@ -25,6 +25,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..io import atomic_write
+from ..schema import EDGE_TYPE, as_interaction_graph, split_edge_index, split_edge_type
 from .errors import DataError
 
 __all__ = [
@@ -41,9 +42,6 @@ __all__ = [
     "read_inter",
     "write_mmrec",
 ]
-
-#: The edge type of user-item interactions in every :class:`HeteroData` this package builds.
-EDGE_TYPE: tuple[str, str, str] = ("user", "interacts", "item")
 
 #: Columns every ``.inter`` file must have.
 REQUIRED_COLUMNS: tuple[str, ...] = ("userID", "itemID", "x_label")
@@ -304,12 +302,12 @@ def check_known_statistics(data: HeteroData, dataset: str) -> list[str]:
     known = KNOWN_DATASETS.get(dataset.lower())
     if known is None:
         return []
-    store = data[EDGE_TYPE]
     found = {
         "users": int(data["user"].num_nodes),
         "items": int(data["item"].num_nodes),
-        "interactions": int(
-            store.edge_index.size(1) + store.val_edge_index.size(1) + store.test_edge_index.size(1)
+        "interactions": sum(
+            int(ei.size(1)) for ei in (split_edge_index(data, s, missing_ok=True) for s in ("train", "val", "test"))
+            if ei is not None
         ),
     }
     diffs = [f"{k} expected {known[k]}, found {found[k]}" for k in ("users", "items", "interactions") if found[k] != known[k]]
@@ -355,10 +353,12 @@ def build_heterodata(
     data.name = name
     data["user"].num_nodes = int(num_users)
     data["item"].num_nodes = int(num_items)
-    store = data[EDGE_TYPE]
-    for attr, k in (("edge_index", 0), ("val_edge_index", 1), ("test_edge_index", 2)):
+    for k, split in enumerate(("train", "val", "test")):
         mask = x_label == k
-        store[attr] = _edge_index(user[mask], item[mask])
+        edge_index = _edge_index(user[mask], item[mask])
+        data[split_edge_type(split)].edge_index = edge_index
+        if split != "train":  # the earlier layout's attribute, for code that still reads it
+            data[EDGE_TYPE][f"{split}_edge_index"] = edge_index
     for modality, x in sorted((features or {}).items()):
         data["item"][f"x_{modality}"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     return data
@@ -378,8 +378,11 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> HeteroData:
         * ``data['user'].num_nodes`` = max userID + 1; ``data['item'].num_nodes`` = the feature
           files' row count, or max itemID + 1 without feature files;
         * ``data['user', 'interacts', 'item'].edge_index`` (training, ``x_label == 0``),
-          ``.val_edge_index`` and ``.test_edge_index``: int64 ``[2, E]`` (row 0 users, row 1 items),
-          each in file order;
+          ``data['user', 'interacts_val', 'item'].edge_index`` (validation, 1) and
+          ``data['user', 'interacts_test', 'item'].edge_index`` (test, 2): int64 ``[2, E]`` (row 0
+          users, row 1 items), each in file order (the schema of :mod:`dhmrec_pyg.schema`; the
+          training store also carries the earlier layout's ``val_edge_index`` and
+          ``test_edge_index``, the same tensors);
         * ``data['item'][f'x_{m}']``: float32 ``[num_items, d_m]`` for every modality ``m``;
         * ``data.name``: the dataset name (the ``.inter`` stem).
 
@@ -467,6 +470,9 @@ def write_mmrec(
     *,
     features: Mapping[str, np.ndarray | torch.Tensor] | None = None,
     overwrite: bool = False,
+    edge_type: str | tuple[str, str, str] | None = None,
+    user: str | None = None,
+    item: str | None = None,
 ) -> Path:
     """Write interactions (and optional modality features) in the MMRec layout.
 
@@ -484,6 +490,8 @@ def write_mmrec(
         features: modality name -> ``[num_items, d]`` matrix; for a graph, defaults to its ``x_*``.
         overwrite: if the folder already holds ``.inter`` or ``*_feat.npy`` files, they are replaced
             (and stale ones removed) only when this is true; otherwise a :class:`DataError` is raised.
+        edge_type, user, item: the schema of a graph with its own names (see
+            :func:`~dhmrec_pyg.schema.as_interaction_graph`); default the canonical one.
 
     Returns:
         The path of the written ``.inter`` file.
@@ -495,8 +503,8 @@ def write_mmrec(
     """
     folder = Path(folder)
     if isinstance(data, HeteroData):
-        store = data[EDGE_TYPE]
-        parts = [(store.edge_index, 0), (store.val_edge_index, 1), (store.test_edge_index, 2)]
+        data = as_interaction_graph(data, edge_type, user=user, item=item)
+        parts = [(split_edge_index(data, split, missing_ok=True), k) for k, split in enumerate(("train", "val", "test"))]
         parts = [(ei.detach().cpu().numpy(), k) for ei, k in parts if ei is not None]
         columns: dict[str, np.ndarray] = {
             "userID": np.concatenate([ei[0] for ei, _ in parts]).astype(np.int64),

@@ -1,6 +1,7 @@
 """The small protocol between models and the trainer."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -9,9 +10,12 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from dhmrec_pyg.errors import DataError
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
+from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 
-EDGE = ("user", "interacts", "item")
+#: The interaction edge type (defined once, in :mod:`dhmrec_pyg.schema`).
+EDGE = EDGE_TYPE
 
 
 @dataclass
@@ -45,7 +49,7 @@ class ItemGraphConfig(ModelConfig):
             the data's ``folder`` (:func:`~dhmrec_pyg.data.load_dataset` records
             the writable processed folder of a named or synthetic dataset; a
             folder loaded by path, or a read-only one, has none: no cache);
-            ``""`` or ``"none"``: no cache.
+            ``""``, ``"none"`` or ``None``: no cache.
         sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
@@ -59,13 +63,29 @@ class ItemGraphConfig(ModelConfig):
     sparse_layout: str = "csr"
 
     def knn_cache_path(self, data: HeteroData) -> Optional[Path]:
-        """The KNN cache folder this config asks for, or ``None`` for no cache."""
-        if self.knn_cache_dir.lower() in ("", "none"):
+        """The KNN cache folder this config asks for, or ``None`` for no cache.
+
+        ``knn_cache_dir`` may also be ``None`` (no cache) or a :class:`~pathlib.Path`.
+
+        Raises:
+            ValueError: naming ``knn_cache_dir`` and its value, when it is neither.
+        """
+        value = self.knn_cache_dir
+        if value is None:
             return None
-        if self.knn_cache_dir == "auto":
+        if isinstance(value, os.PathLike):
+            return Path(value)
+        if not isinstance(value, str):
+            raise ValueError(
+                f"knn_cache_dir must be a folder path, 'auto', or ''/'none'/None (no cache), "
+                f"got {value!r} ({type(value).__name__})"
+            )
+        if value.lower() in ("", "none"):
+            return None
+        if value == "auto":
             folder = getattr(data, "folder", None)
             return Path(folder) / "knn_cache" if folder else None
-        return Path(self.knn_cache_dir)
+        return Path(value)
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
@@ -98,13 +118,13 @@ def item_modalities(data: HeteroData, model: str) -> List[str]:
     multimodal model: at least one modality, each a ``[num_items, d_m]`` matrix.
 
     Raises:
-        ValueError: naming the model and the dataset, when there are no features or a
-            feature matrix has the wrong shape.
+        DataError: (a ``ValueError``) naming the model and the dataset, when there are no
+            features or a feature matrix has the wrong shape.
     """
     names = sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
     if not names:
         dataset = getattr(data, "name", "") or "<unnamed>"
-        raise ValueError(
+        raise DataError(
             f"model {model!r} needs item features, but dataset {dataset!r} has none "
             "(no *_feat.npy files / item attributes x_<modality>); use 'lightgcn' or 'bpr' instead"
         )
@@ -112,17 +132,35 @@ def item_modalities(data: HeteroData, model: str) -> List[str]:
     for m in names:
         x = data["item"][f"x_{m}"]
         if x.dim() != 2 or x.size(0) != num_items:
-            raise ValueError(f"item feature x_{m} must have shape [{num_items}, d_m], got {tuple(x.shape)}")
+            raise DataError(f"item feature x_{m} must have shape [{num_items}, d_m], got {tuple(x.shape)}")
     return names
 
 
-class Recommender(nn.Module):
+class _ChecksGraph(type):
+    """Metaclass of :class:`Recommender`: checks the graph before any model's ``__init__`` sees it.
+
+    ``Model(data, config, edge_type=..., user=..., item=...)`` passes ``data`` through
+    :func:`~dhmrec_pyg.schema.as_interaction_graph`, so every model (subclasses included) accepts a
+    graph with its own names and rejects a malformed one with a message naming what was expected
+    and what was found.
+    """
+
+    def __call__(cls, data: HeteroData, *args: object, edge_type: object = None, user: Optional[str] = None,
+                 item: Optional[str] = None, **kwargs: object) -> "Recommender":
+        data = as_interaction_graph(data, edge_type, user=user, item=item)  # type: ignore[arg-type]
+        return super().__call__(data, *args, **kwargs)
+
+
+class Recommender(nn.Module, metaclass=_ChecksGraph):
     """Base class of every model the trainer can fit.
 
     A model is built from the training graph (``data``: a ``HeteroData``
     with ``user`` and ``item`` nodes and ``("user", "interacts", "item")``
     training edges, plus item features for multimodal models) and a config
-    dataclass. The trainer only calls:
+    dataclass. A graph with other names is accepted with ``edge_type=`` (and
+    ``user=`` / ``item=``) keywords: ``LightGCN(data, config,
+    edge_type=("user", "rates", "item"))``; every constructor checks the graph
+    with :func:`~dhmrec_pyg.schema.as_interaction_graph` first. The trainer only calls:
 
     - :meth:`on_epoch_start` once before every training epoch,
     - :meth:`loss` for every mini-batch of BPR triplets,

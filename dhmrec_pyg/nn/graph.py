@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from dhmrec_pyg.schema import check_edge_index
+
 
 def is_torch_sparse(adj: object) -> bool:
     """Whether ``adj`` is a ``torch.sparse`` tensor (COO or CSR layout)."""
@@ -24,7 +26,12 @@ def bipartite_to_homogeneous(edge_index: Tensor, num_users: int, num_items: int)
         edge_index: ``[2, E]`` user and item indices.
         num_users: number of user nodes.
         num_items: number of item nodes.
+
+    Raises:
+        DataError: (a ``ValueError``) naming the first user or item id out of range (the
+            user-item id, not its index in the homogeneous graph).
     """
+    check_edge_index(edge_index, "edge_index", num_users, num_items)
     users, items = edge_index[0], edge_index[1] + num_users
     return torch.stack([torch.cat([users, items]), torch.cat([items, users])])
 

@@ -14,6 +14,7 @@ from torch_geometric.utils import spmm
 from dhmrec_pyg.nn.graph import is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
+from dhmrec_pyg.schema import check_edge_index
 
 #: Modality names read as "visual-like" by :func:`common_view_weights`.
 VISUAL_MODALITIES = frozenset({"image", "images", "img", "visual", "vision", "v", "video", "photo"})
@@ -217,7 +218,11 @@ def user_item_adjacency(edge_index: Tensor, num_users: int, num_items: int, layo
         num_users: number of users.
         num_items: number of items.
         layout: ``"csr"`` or ``"coo"``.
+
+    Raises:
+        DataError: (a ``ValueError``) naming the first user or item id out of range.
     """
+    check_edge_index(edge_index, "edge_index", num_users, num_items)
     users, items = edge_index[0], edge_index[1]
     ones = torch.ones(users.numel(), device=edge_index.device)
     deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)

@@ -13,6 +13,8 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
+from dhmrec_pyg.schema import check_edge_index
+
 DEFAULT_KS: tuple = (5, 10, 20, 50)
 
 _METRICS = {
@@ -73,6 +75,11 @@ class FullRankingEvaluator:
         num_items: number of items.
         ks: cut-offs.
         batch_size: users scored at once.
+
+    Raises:
+        ValueError: bad ``ks``; (:class:`~dhmrec_pyg.errors.DataError`) a user id
+            ``>= num_users`` or an item id ``>= num_items`` (or a negative one) in either
+            index, named with the index and its column.
     """
 
     def __init__(
@@ -90,6 +97,8 @@ class FullRankingEvaluator:
             raise ValueError(f"ks must be positive integers, got {ks!r}")
         self.batch_size = int(batch_size)
         train, target = train_edge_index.cpu(), target_edge_index.cpu()
+        for name, index in (("train_edge_index", train), ("target_edge_index", target)):
+            check_edge_index(index, f"FullRankingEvaluator: {name}", self.num_users, self.num_items)
         self.users = evaluation_users(train, target, self.num_users)
         self.train_rowptr, self.train_cols = csr_index(train, self.num_users)
         self.target_rowptr, self.target_cols = csr_index(target, self.num_users)

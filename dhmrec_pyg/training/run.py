@@ -16,6 +16,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import io as dio
+from dhmrec_pyg.schema import as_interaction_graph
 from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, dump_config
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
@@ -63,7 +64,8 @@ def run_once(
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
-        data = load_data(cfg) if data is None else data
+        # A graph handed in is checked (and put in the canonical form) before the model sees it.
+        data = load_data(cfg) if data is None else as_interaction_graph(data, require_splits=True)
         seed_everything(cfg.seed)
         model = build_model(cfg.model, data, model_cfg)
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()

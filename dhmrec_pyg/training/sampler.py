@@ -6,6 +6,8 @@ from typing import Iterator, Tuple
 import torch
 from torch import Tensor
 
+from dhmrec_pyg.schema import check_edge_index
+
 #: Where negatives are drawn from; see :class:`BPRSampler`.
 NEGATIVE_POOLS = ("trained", "all")
 
@@ -29,6 +31,11 @@ class BPRSampler:
             cold item) is never pushed down as a negative. ``"all"``: every
             item, cold ones included.
 
+    Raises:
+        ValueError: a bad ``batch_size`` or ``negatives``; a user who has every item of
+            the pool; (:class:`~dhmrec_pyg.errors.DataError`) a negative id or an item id
+            ``>= num_items`` in ``edge_index``, named with its column.
+
     All randomness comes from the ``torch.Generator`` passed to
     :meth:`epoch`, so a seeded generator gives the same epochs.
     """
@@ -40,6 +47,8 @@ class BPRSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if negatives not in NEGATIVE_POOLS:
             raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_POOLS)}, got {negatives!r}")
+        num_users = int(edge_index[0].max()) + 1 if edge_index.dim() == 2 and edge_index.numel() else 0
+        check_edge_index(edge_index, "BPRSampler: edge_index", num_users, int(num_items))
         self.users = edge_index[0].cpu().long()
         self.items = edge_index[1].cpu().long()
         self.num_items = int(num_items)

@@ -1,0 +1,15 @@
+"""The library's input-data error, shared by every layer that checks data where it enters."""
+
+from __future__ import annotations
+
+__all__ = ["DataError"]
+
+
+class DataError(ValueError):
+    """Raised for any malformed, missing or inconsistent input data.
+
+    Messages always name the file, the field (column or array) and an offending value, so that a
+    user can find and fix the problem without reading a traceback, e.g.
+    ``"tiktok.inter: column 'itemID' must hold non-negative integers, found '-3' on line 17"``.
+    The command line prints it as a one-line error.
+    """
