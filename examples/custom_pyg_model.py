@@ -28,9 +28,8 @@ from dhmrec_pyg.nn import (
     normalized_adjacency,
     user_item_adjacency,
 )
+from dhmrec_pyg.data import EDGE_TYPE as EDGE
 from dhmrec_pyg.training import BPRSampler, FullRankingEvaluator
-
-EDGE = ("user", "interacts", "item")
 
 
 class FeatureGraphRec(nn.Module):
