@@ -20,7 +20,13 @@ import torch
 
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.data import load_mmrec
-from dhmrec_pyg.nn import LightGCNConv, bipartite_to_homogeneous, normalized_adjacency, sym_norm_weights
+from dhmrec_pyg.nn import (
+    LightGCNConv,
+    SparseAdjacency,
+    bipartite_to_homogeneous,
+    normalized_adjacency,
+    sym_norm_weights,
+)
 from dhmrec_pyg.training.sampler import BPRSampler
 from dhmrec_pyg.training.trainer import environment
 
@@ -75,12 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     weight = sym_norm_weights(full, n)
     coo_ref = torch.sparse_coo_tensor(torch.stack([full[1], full[0]]), weight, (n, n)).coalesce()
     adjs: Dict[str, object] = {
-        "csr_symmetric (default)": normalized_adjacency(ui, n_u, n_i, layout="csr"),
+        "csr_symmetric (default)": SparseAdjacency(normalized_adjacency(ui, n_u, n_i, layout="csr"), symmetric=True),
         "csr": normalized_adjacency(ui, n_u, n_i, layout="csr"),
         "coo": normalized_adjacency(ui, n_u, n_i, layout="coo"),
     }
-    adjs["csr"]._dhmrec_symmetric = False  # type: ignore[attr-defined]
-    adjs["coo"]._dhmrec_symmetric = False  # type: ignore[attr-defined]
     try:
         from torch_sparse import SparseTensor  # type: ignore
 

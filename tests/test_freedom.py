@@ -100,7 +100,8 @@ def test_final_item_embedding_is_lightgcn_plus_item_graph_dense(data):
 def test_pruned_in_training_full_in_eval_and_reproducible(data):
     model = build(data, dropout=0.8)
     ei = data[EDGE].edge_index
-    assert model.adj_pruned._nnz() == 2 * round(0.2 * ei.size(1))
+    assert model.adj_pruned.nnz == 2 * round(0.2 * ei.size(1))
+    assert model.adj_pruned.symmetric and model.adj.symmetric  # propagated without a transpose
     model.on_epoch_start(1, torch.Generator().manual_seed(5))
     first = model.adj_pruned.to_dense()
     model.on_epoch_start(1, torch.Generator().manual_seed(5))

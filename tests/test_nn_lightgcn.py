@@ -6,6 +6,7 @@ from torch.testing import assert_close
 from dhmrec_pyg.nn import (
     LightGCNConv,
     LightGCNPropagation,
+    SparseAdjacency,
     bipartite_to_homogeneous,
     normalized_adjacency,
     sym_norm_weights,
@@ -37,7 +38,8 @@ def test_normalized_adjacency_matches_dense():
         assert_close(adj.to_dense(), dense)
 
 
-@pytest.mark.parametrize("fmt", ["edge_index", "csr", "coo", "csr_nonsym"])
+@pytest.mark.parametrize("fmt", ["edge_index", "csr", "coo", "module_csr_sym", "module_coo_sym", "module_csr",
+                                 "module_coo"])
 def test_conv_matches_dense_all_formats(fmt):
     torch.manual_seed(0)
     ui, n_u, n_i = _toy()
@@ -50,8 +52,10 @@ def test_conv_matches_dense_all_formats(fmt):
     if fmt == "edge_index":
         out = conv(x, full, w)
     else:
-        layout = "csr" if fmt.startswith("csr") else "coo"
-        out = conv(x, to_sparse_adjacency(full, w, n, layout=layout, symmetric=fmt != "csr_nonsym"))
+        adj = to_sparse_adjacency(full, w, n, layout="csr" if "csr" in fmt else "coo")
+        if fmt.startswith("module"):
+            adj = SparseAdjacency(adj, symmetric=fmt.endswith("_sym"))
+        out = conv(x, adj)
     assert_close(out, dense @ x)
     # gradients agree with the dense product too
     g = torch.randn_like(out)
@@ -82,7 +86,27 @@ def test_propagation_is_layer_mean():
         LightGCNPropagation(-1)
 
 
-def test_symmetric_mark_survives_module_move():
+def test_sparse_adjacency_backward_uses_its_transpose():
+    # A directed graph: the backward pass must use A^T, which SparseAdjacency builds once;
+    # declaring a non-symmetric matrix symmetric would give A's gradient instead (and is refused
+    # for a non-square one).
+    torch.manual_seed(2)
+    a = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [0.5, 0.0, 0.0]])
+    x = torch.randn(3, 4, requires_grad=True)
+    g = torch.randn(3, 4)
+    for layout in ("csr", "coo"):
+        adj = SparseAdjacency(a.to_sparse_csr() if layout == "csr" else a.to_sparse())
+        out = LightGCNConv()(x, adj)
+        assert_close(out, a @ x)
+        assert_close(torch.autograd.grad(out, x, g)[0], a.t() @ g)
+        assert_close(adj.to_dense(), a)
+    with pytest.raises(ValueError, match="square"):
+        SparseAdjacency(torch.ones(2, 3).to_sparse(), symmetric=True)
+    with pytest.raises(TypeError, match="torch.sparse"):
+        SparseAdjacency(a)
+
+
+def test_model_adjacency_moves_with_the_model_and_stays_out_of_checkpoints():
     from dhmrec_pyg.models import LightGCN, LightGCNConfig
     from torch_geometric.data import HeteroData
 
@@ -90,9 +114,16 @@ def test_symmetric_mark_survives_module_move():
     data = HeteroData()
     data["user"].num_nodes, data["item"].num_nodes = n_u, n_i
     data["user", "interacts", "item"].edge_index = ui
-    model = LightGCN(data, LightGCNConfig()).to("cpu").double().float()
-    assert getattr(model.adj, "_dhmrec_symmetric", False)
-    assert "adj" not in model.state_dict()
+    model = LightGCN(data, LightGCNConfig()).to("cpu").double()
+    assert isinstance(model.adj, SparseAdjacency) and model.adj.symmetric  # an attribute, not a tensor mark
+    assert model.adj.value.dtype == torch.float64  # the module's dtype cast reached the graph
+    assert not any(key.startswith("adj") for key in model.state_dict())
+    assert_close(model.adj.to_dense(), _dense_norm_adj(ui, n_u, n_i).double())
+    # registering again replaces the graph, symmetric or not
+    model.register_adjacency("adj", normalized_adjacency(ui, n_u, n_i))
+    assert model.adj.layout == torch.sparse_csr and "adj" not in model._modules
+    model.register_adjacency("adj", normalized_adjacency(ui, n_u, n_i), symmetric=True)
+    assert isinstance(model.adj, SparseAdjacency) and "adj" not in model._buffers
 
 
 def test_repr():

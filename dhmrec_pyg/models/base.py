@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,7 @@ from torch_geometric.data import HeteroData
 
 from dhmrec_pyg.errors import DataError
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
+from dhmrec_pyg.nn.sparse import SparseAdjacency
 from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 
 #: The interaction edge type (defined once, in :mod:`dhmrec_pyg.schema`).
@@ -136,6 +137,20 @@ def item_modalities(data: HeteroData, model: str) -> List[str]:
     return names
 
 
+class TopK(NamedTuple):
+    """Top-``k`` recommendations of :meth:`Recommender.recommend`, best first.
+
+    Attributes:
+        users: ``[B]`` the user ids asked for.
+        items: ``[B, k]`` item ids, never one of the user's training items.
+        scores: ``[B, k]`` their scores (equation (23)).
+    """
+
+    users: Tensor
+    items: Tensor
+    scores: Tensor
+
+
 class _ChecksGraph(type):
     """Metaclass of :class:`Recommender`: checks the graph before any model's ``__init__`` sees it.
 
@@ -167,6 +182,12 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
     - :meth:`embeddings` (under ``torch.no_grad`` and ``eval()``) to score all
       items for evaluation and recommendation,
     - :meth:`diagnostics` (same conditions) once per epoch, for ``history.csv``.
+
+    For inference, :meth:`recommend` ranks all items for given users, leaving
+    out their training items, which every model keeps (``train_edge_index``, a
+    non-persistent buffer: it moves with ``.to(device)`` and is not saved in
+    checkpoints, since it is rebuilt from the data); :meth:`embeddings` gives the
+    final embeddings to export.
     """
 
     config_class = ModelConfig
@@ -176,39 +197,76 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         self.config = config
         self.num_users = int(data["user"].num_nodes)
         self.num_items = int(data["item"].num_nodes)
+        self.register_buffer("train_edge_index", data[EDGE].edge_index, persistent=False)
 
-    def register_adjacency(self, name: str, adj: Tensor) -> None:
-        """Keep a sparse adjacency as a non-persistent buffer.
+    def register_adjacency(self, name: str, adj: Tensor, symmetric: bool = False) -> None:
+        """Keep a sparse adjacency with the model, under ``name``.
 
-        It moves with the model (``.to(device)``) but is not saved in
-        checkpoints: it is rebuilt from the data. A symmetric mark set by
-        :func:`~dhmrec_pyg.nn.graph.to_sparse_adjacency` survives the move.
+        It moves with the model (``.to(device)``) but is not saved in checkpoints:
+        it is rebuilt from the data. Registering a name again replaces the graph
+        (e.g. a pruned graph resampled every epoch).
+
+        Args:
+            name: the attribute name.
+            adj: a ``torch.sparse`` matrix (COO or CSR).
+            symmetric: ``adj`` equals its transpose (a normalised user-item
+                adjacency). It is then kept as a
+                :class:`~dhmrec_pyg.nn.SparseAdjacency`, which
+                :class:`~dhmrec_pyg.nn.LightGCNConv` multiplies without a transpose
+                in the backward pass and ``torch.compile`` traces; otherwise as a
+                ``torch.sparse`` non-persistent buffer.
         """
-        if not hasattr(self, "_symmetric_buffers"):
-            self._symmetric_buffers: set = set()
-        if getattr(adj, "_dhmrec_symmetric", False):
-            self._symmetric_buffers.add(name)
-        else:
-            self._symmetric_buffers.discard(name)
+        if symmetric:
+            setattr(self, name, SparseAdjacency(adj, symmetric=True))  # replaces a buffer of that name
+            return
+        if name in self._modules:
+            delattr(self, name)
         if name in self._buffers:
             self._buffers[name] = adj
         else:
             self.register_buffer(name, adj, persistent=False)
 
-    def _apply(self, fn, recurse=True):  # type: ignore[override]
-        out = super()._apply(fn, recurse)
-        for name in getattr(self, "_symmetric_buffers", ()):
-            buf = self._buffers.get(name)
-            if buf is not None:
-                buf._dhmrec_symmetric = True  # type: ignore[attr-defined]
-        return out
-
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Hook run before each training epoch (e.g. resample a pruned graph)."""
 
     def embeddings(self) -> Tuple[Tensor, Tensor]:
-        """Final user and item embeddings, ``([U, d], [I, d])``, for scoring."""
+        """Final user and item embeddings, ``([U, d], [I, d])``, for scoring and export.
+
+        Every model of the library scores by their inner product (equation (23);
+        :meth:`score`), so the two matrices can go to any inner-product search
+        index. Call it in ``eval()`` mode under ``torch.no_grad()``: training mode
+        may use the training-time graph (e.g. a pruned one).
+        """
         raise NotImplementedError
+
+    @torch.no_grad()
+    def recommend(
+        self, users: Union[Tensor, Sequence[int], None] = None, k: int = 20, batch_size: int = 4096,
+    ) -> TopK:
+        """Top-``k`` items for each of ``users``, leaving out the user's training items.
+
+        Ranks all items by :meth:`score` of the :meth:`embeddings` (in ``eval()``
+        mode, in which the model is left), with the training interactions the
+        model was built from (``train_edge_index``) masked out. The ranking is
+        :func:`dhmrec_pyg.recommend.recommend`, which ``dhmrec recommend`` runs.
+
+        Args:
+            users: user ids (a tensor or a sequence); default: all users.
+            k: items per user.
+            batch_size: users scored at once.
+
+        Returns:
+            A :class:`TopK` of CPU tensors: ``users [B]``, ``items [B, k]``, ``scores [B, k]``.
+
+        Raises:
+            ValueError: ``k`` < 1 or above the number of items, or a user id out of range.
+        """
+        from dhmrec_pyg.recommend import recommend  # imported here: that module imports the models
+
+        if isinstance(users, Tensor):
+            users = users.flatten().tolist()
+        out = recommend(self, self.train_edge_index, k=k, users=users, batch_size=batch_size)
+        return TopK(*(torch.from_numpy(a) for a in out))
 
     def diagnostics(self, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         """Named health readings of the current parameters, recorded per epoch.

@@ -163,7 +163,7 @@ class FREEDOM(Recommender):
         edge_index = data[EDGE].edge_index
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
-        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout))
+        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
         if config.dropout > 0:
             self._resample_pruned(torch.Generator().manual_seed(0))
         graphs = build_item_graphs(
@@ -193,11 +193,7 @@ class FREEDOM(Recommender):
             self._train_edges, self.num_users, self.num_items, 1.0 - self.config.dropout, generator
         )
         adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
-        device = self.user_emb.weight.device
-        if device.type != "cpu":
-            adj = adj.to(device)
-            adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
-        self.register_adjacency("adj_pruned", adj)
+        self.register_adjacency("adj_pruned", adj.to(self.user_emb.weight.device), symmetric=True)
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned user-item graph (FREEDOM's ``pre_epoch_processing``)."""

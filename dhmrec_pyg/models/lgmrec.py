@@ -200,7 +200,7 @@ class LGMRec(Recommender):
 
         edge_index = data[EDGE].edge_index
         layout = config.sparse_layout
-        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout))
+        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
         self.register_adjacency("interactions", _interaction_matrix(edge_index, num_u, num_i, False, layout))
         self.register_adjacency("user_mean", _interaction_matrix(edge_index, num_u, num_i, True, layout))
         self.reset_parameters()

@@ -47,7 +47,7 @@ class LightGCN(Recommender):
         adj = normalized_adjacency(
             data[EDGE].edge_index, self.num_users, self.num_items, layout=config.sparse_layout
         )
-        self.register_adjacency("adj", adj)
+        self.register_adjacency("adj", adj, symmetric=True)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -28,6 +28,7 @@ from dhmrec_pyg.nn.knn import knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
+from dhmrec_pyg.nn.sparse import SparseAdjacency
 
 __all__ = [
     "DisentangledCodes",
@@ -36,6 +37,7 @@ __all__ = [
     "ItemGraphPropagation",
     "ModalityDisentangler",
     "PosNegAttention",
+    "SparseAdjacency",
     "UserAggregation",
     "build_item_graphs",
     "common_view_weights",

@@ -77,7 +77,6 @@ def to_sparse_adjacency(
     edge_weight: Tensor,
     num_nodes: int,
     layout: str = "csr",
-    symmetric: bool = False,
 ) -> Tensor:
     """Build a ``torch.sparse`` adjacency (``adj_t`` orientation) from weighted edges.
 
@@ -86,15 +85,9 @@ def to_sparse_adjacency(
         edge_weight: ``[E]`` weights.
         num_nodes: number of nodes.
         layout: ``"csr"`` (default, fastest for products on CPU) or ``"coo"``.
-        symmetric: mark the matrix as symmetric, which lets
-            :class:`~dhmrec_pyg.nn.LightGCNConv` skip the transpose in the
-            backward pass. Only set it when the matrix really is symmetric.
     """
     # adj_t[target, source] = weight: row i collects the messages i receives.
-    adj = sparse_matrix(torch.stack([edge_index[1], edge_index[0]]), edge_weight, (num_nodes, num_nodes), layout)
-    if symmetric:
-        adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
-    return adj
+    return sparse_matrix(torch.stack([edge_index[1], edge_index[0]]), edge_weight, (num_nodes, num_nodes), layout)
 
 
 def normalized_adjacency(
@@ -114,10 +107,12 @@ def normalized_adjacency(
         edge_weight: optional ``[E]`` weights of the interactions.
 
     Returns:
-        A symmetric ``(U + I) x (U + I)`` sparse tensor.
+        A symmetric ``(U + I) x (U + I)`` sparse tensor. Wrapped as
+        ``SparseAdjacency(adj, symmetric=True)`` (:class:`~dhmrec_pyg.nn.SparseAdjacency`)
+        it is propagated without a transpose in the backward pass, and compiles.
     """
     full = bipartite_to_homogeneous(edge_index, num_users, num_items)
     weight = None if edge_weight is None else torch.cat([edge_weight, edge_weight])
     n = num_users + num_items
     w = sym_norm_weights(full, n, weight)
-    return to_sparse_adjacency(full, w, n, layout=layout, symmetric=True)
+    return to_sparse_adjacency(full, w, n, layout=layout)
