@@ -52,7 +52,7 @@ def test_every_parameter_gets_a_gradient(data):
 
 
 def test_loss_is_equation_25_and_fusion_is_equation_22(data):
-    model = build(data, gamma_dis=0.3, gamma_kl=0.7, reg_weight=0.01, alpha_mm=0.5)
+    model = build(data, preset="paper", gamma_dis=0.3, gamma_kl=0.7, reg_weight=0.01, alpha_mm=0.5)
     users, pos, neg = batch(data)
     terms = model.loss(users, pos, neg)
     out = model()

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss, item_modalities, l2_reg
-from dhmrec_pyg.nn.alignment import interaction_kl
-from dhmrec_pyg.nn.attention import ATTENTION_MODES, PosNegAttention
+from dhmrec_pyg.nn.alignment import KL_GRADS, KL_SCORES, interaction_kl
+from dhmrec_pyg.nn.attention import ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import (
@@ -24,67 +24,128 @@ from dhmrec_pyg.nn.propagation import LightGCNPropagation
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 FUSIONS = ("attention", "mean")
+ATTENTION_SCOPES = ("all", "batch")
+REG_TARGETS = ("final", "ego")
+
+#: Named combinations of the readings the paper leaves open (``docs/readings.md``).
+#: ``"paper"`` is the literal reading this library first shipped, kept bit for bit;
+#: ``"default"`` is the combination selected on TikTok's validation split.
+#: A field set explicitly wins over its preset.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "paper": dict(
+        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, attention_scale="sqrt_n", attention_scope="all",
+        view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot", kl_temperature=1.0,
+        gate_detach=False, prune_views=False, view_dropout=0.0,
+    ),
+    "default": dict(  # provisional: the paper's until the selection on validation lands
+        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, attention_scale="sqrt_n", attention_scope="all",
+        view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot", kl_temperature=1.0,
+        gate_detach=False, prune_views=False, view_dropout=0.0,
+    ),
+}
 
 
 @dataclass
 class DHMRecConfig(ItemGraphConfig):
-    """DHMRec hyper-parameters (paper defaults; SPEC.md for the ones it leaves open).
+    r"""DHMRec hyper-parameters: the paper's, and the readings it leaves open.
 
-    Options shared with FREEDOM / DHMRec (layers, KNN graphs, cache, layout) are those of
-    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`.
+    Options shared with FREEDOM (layers, KNN graphs, cache, layout) are those of
+    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`. The options marked
+    *(preset)* default to ``None`` / ``""``, which means "the value of
+    ``preset``" (:data:`PRESETS`); the readings, their sentences of the paper
+    and the measurements behind the default are in ``docs/readings.md``.
 
     Attributes:
+        preset: ``"default"`` (selected on validation) or ``"paper"`` (the
+            literal reading, this library's first behaviour, bit for bit).
         embedding_dim: :math:`d_k` (64).
-        reg_weight: :math:`\\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`);
-            1e-2, from the paper's grid: on TikTok it lifted validation Recall@20
-            from 0.071 (1e-4) to 0.100 at alpha_mm 0.8, because the layer-normalised
-            multimodal embeddings otherwise dwarf the ID embeddings.
+        reg_weight: :math:`\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`) *(preset)*.
         beta: weight of the visual-like modality in the common item-item graph (0.1).
         keep_ratio: share of edges the ID view keeps each epoch (degree-sensitive
             pruning; FREEDOM's ``dropout`` 0.8 is 0.2 here).
-        alpha_mm: :math:`\\alpha_{mm}` of equation (22) (0.8, the paper's Baby value).
+        alpha_mm: :math:`\alpha_{mm}` of equation (22) (0.8, the paper's Baby value).
         gamma_dis: weight of JSD + orthogonality losses (0.1).
-        gamma_kl: weight of the KL alignment (1.0).
+        gamma_kl: weight of the KL alignment *(preset)*.
         disentangle: ``False`` is the *w/o DIS* ablation.
         fusion: ``"attention"`` or ``"mean"`` (the *w/o AF* ablation).
         attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
         kl_align: ``False`` is the *w/o KL* ablation.
         item_graphs: ``False`` is the *w/o II* ablation.
-        ln_gain: initial gain of the layer norms of equation (18), which the
-            paper leaves open: ``"unit"`` (default) is :math:`1/\\sqrt{d_k}`, so
-            each view's rows start at unit norm, the scale of the ID embeddings
-            they are added to in (22); ``"one"`` is PyTorch's default, which
-            starts the multimodal rows at norm :math:`\\sqrt{d_k}` (8 at 64-d),
-            far above the Xavier-initialised ID embeddings (~0.1): then the
-            multimodal scores swamp BPR and training stalls (demo validation
-            R@20 0.10 against 0.31 after 12 epochs; TikTok: see
-            ``benchmarks/results``). A number sets the gain directly.
+        ln_gain: initial gain of the layer norms of equation (18) *(preset)*:
+            ``"unit"`` is :math:`1/\sqrt{d_k}`, so each view's rows start at
+            unit norm; ``"one"`` is PyTorch's default (rows at norm
+            :math:`\sqrt{d_k}`, far above the Xavier-initialised ID embeddings,
+            ~0.1); a number sets the gain directly (0.015: rows at ~0.12, the
+            scale of the ID embeddings).
+        attention_scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"``: how the
+            :math:`d \times d` logits of (15) are scaled
+            (:class:`~dhmrec_pyg.nn.PosNegAttention`) *(preset)*.
+        attention_scope: ``"all"`` nodes or the training ``"batch"``'s users and
+            items form the attention map *(preset)*.
+        view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"``: the
+            normalisation of each view before (19) *(preset)*.
+        reg_target: where the L2 of (25) applies: ``"final"`` embeddings of the
+            batch (22) or the ``"ego"`` parameters (the ID embeddings of the
+            batch's users and items, as the reference toolbox does) *(preset)*.
+        kl_grad: which side of the KL (21) learns: ``"both"``, ``"mm"`` (ID
+            side detached) or ``"id"`` *(preset)*.
+        kl_scores: the softmaxes of (20) over ``"dot"`` products or ``"cosine"``
+            similarities *(preset)*.
+        kl_temperature: temperature of both softmaxes of (20) *(preset)*.
+        gate_detach: the gate of (3) reads a detached ID table *(preset)*.
+        prune_views: the modality views of (7)-(8) use the same degree-pruned
+            graph as the ID view in training ("sharing identical structure") *(preset)*.
+        view_dropout: dropout on each graph-encoded view before fusion *(preset)*.
     """
 
+    preset: str = "default"
     embedding_dim: int = 64
-    reg_weight: float = 1e-2
+    reg_weight: Optional[float] = None  # type: ignore[assignment]
     beta: float = 0.1
     keep_ratio: float = 0.2
     alpha_mm: float = 0.8
     gamma_dis: float = 0.1
-    gamma_kl: float = 1.0
+    gamma_kl: Optional[float] = None
     disentangle: bool = True
     fusion: str = "attention"
     attention: str = "posneg"
     kl_align: bool = True
     item_graphs: bool = True
-    ln_gain: str = "unit"
+    ln_gain: str = ""
+    attention_scale: str = ""
+    attention_scope: str = ""
+    view_norm: str = ""
+    reg_target: str = ""
+    kl_grad: str = ""
+    kl_scores: str = ""
+    kl_temperature: Optional[float] = None
+    gate_detach: Optional[bool] = None
+    prune_views: Optional[bool] = None
+    view_dropout: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) in (None, ""):
+                setattr(self, name, value)
+        choices = {
+            "fusion": FUSIONS, "attention": ATTENTION_MODES, "attention_scale": ATTENTION_SCALES,
+            "attention_scope": ATTENTION_SCOPES, "view_norm": VIEW_NORMS, "reg_target": REG_TARGETS,
+            "kl_grad": KL_GRADS, "kl_scores": KL_SCORES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 < self.keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         self.layer_norm_gain()  # validates ln_gain
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if not 0.0 <= self.view_dropout < 1.0:  # type: ignore[operator]
+            raise ValueError(f"view_dropout must be in [0, 1), got {self.view_dropout}")
+        if not self.kl_temperature > 0:  # type: ignore[operator]
+            raise ValueError(f"kl_temperature must be positive, got {self.kl_temperature}")
         for name in ("embedding_dim", "knn_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -108,8 +169,8 @@ class DHMRecConfig(ItemGraphConfig):
 
     @property
     def gamma_reg(self) -> float:
-        """:math:`\\gamma_{reg}` of equation (25), stored as ``reg_weight``."""
-        return self.reg_weight
+        r""":math:`\gamma_{reg}` of equation (25), stored as ``reg_weight``."""
+        return float(self.reg_weight)  # type: ignore[arg-type]
 
 
 class DHMRecOutput(NamedTuple):
@@ -171,9 +232,10 @@ class DHMRec(Recommender):
 
     with :func:`~dhmrec_pyg.models.base.bpr_loss` (24) and
     :func:`~dhmrec_pyg.nn.alignment.interaction_kl` (20)-(21) over the batch's
-    distinct users. Reading taken for (25) (SPEC.md): :math:`\|\theta\|^2` is the
+    distinct users. Readings of (25) (``reg_target``): :math:`\|\theta\|^2` is the
     squared L2 norm of the batch's final user, positive and negative item
-    embeddings divided by the batch size. The disentanglement losses are taken
+    embeddings divided by the batch size (``"final"``, the literal reading), or
+    of their ID (ego) embeddings (``"ego"``). The disentanglement losses are taken
     over all items (the codes of all items are computed anyway).
 
     All modalities of the data (item attributes ``x_<m>``) are used; any number
@@ -209,13 +271,17 @@ class DHMRec(Recommender):
         self.user_emb = nn.Embedding(num_u, d)
         self.item_emb = nn.Embedding(num_i, d)
         self.disentangler = ModalityDisentangler(
-            [int(data["item"][f"x_{m}"].size(1)) for m in self.modalities], d, config.disentangle
+            [int(data["item"][f"x_{m}"].size(1)) for m in self.modalities], d, config.disentangle,
+            detach_gate=bool(config.gate_detach),
         )
         self.ui_propagation = LightGCNPropagation(config.num_ui_layers)
         self.user_aggregation = UserAggregation()
         self.ii_propagation = ItemGraphPropagation(config.num_ii_layers)
         self.fusion = (
-            PosNegAttention(d, len(self.view_names), mode=config.attention, norm_gain=config.layer_norm_gain())
+            PosNegAttention(
+                d, len(self.view_names), mode=config.attention, norm_gain=config.layer_norm_gain(),
+                scale=config.attention_scale, view_norm=config.view_norm,
+            )
             if config.fusion == "attention"
             else None
         )
@@ -261,14 +327,26 @@ class DHMRec(Recommender):
             adj = adj.to(device)
             adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
         self.register_adjacency("adj_pruned", adj)
+        if self.config.prune_views:
+            adj_ui = user_item_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
+            adj_iu = adj_ui.t()
+            adj_iu = adj_iu.to_sparse_csr() if self.config.sparse_layout == "csr" else adj_iu.coalesce()
+            self.register_adjacency("adj_ui_pruned", adj_ui.to(device))
+            self.register_adjacency("adj_iu_pruned", adj_iu.to(device))
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned graph of the ID view."""
         if self.config.keep_ratio < 1.0:
             self._resample_pruned(generator)
 
-    def forward(self) -> DHMRecOutput:
-        """All embeddings of one pass (training mode: ID view on the pruned graph)."""
+    def forward(self, rows: Optional[Tensor] = None) -> DHMRecOutput:
+        """All embeddings of one pass (training mode: ID view on the pruned graph).
+
+        Args:
+            rows: with ``attention_scope="batch"``, the node indices (users, then
+                ``num_users + item``) whose products form the attention maps;
+                ``None``: all nodes.
+        """
         cfg = self.config
         num_u = self.num_users
         features = [getattr(self, f"x_{m}") for m in self.modalities]
@@ -279,18 +357,27 @@ class DHMRec(Recommender):
         e_id = self.ui_propagation(ego, adj_id)
 
         views = []
+        pruned_views = self.training and cfg.prune_views and cfg.keep_ratio < 1.0
+        adj_ui = self.adj_ui_pruned if pruned_views else self.adj_ui
+        adj_iu = self.adj_iu_pruned if pruned_views else self.adj_iu
         for name, item_code in zip(self.view_names, [codes.common] + list(codes.specific)):
             # (7)-(8) from users aggregated from their items (equal to propagating
             # cat([user_aggregation(item_code), item_code]) over self.adj, in half the products).
             users, items = self.ui_propagation.from_items(
-                item_code, self.adj_ui, self.adj_iu, with_users=not cfg.item_graphs
+                item_code, adj_ui, adj_iu, with_users=not cfg.item_graphs
             )
             if cfg.item_graphs:
                 items = self.ii_propagation(items, getattr(self, f"ii_adj_{name}"))
                 users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)
-            views.append(torch.cat([users, items]))
+            view = torch.cat([users, items])
+            if cfg.view_dropout > 0:  # type: ignore[operator]
+                view = nn.functional.dropout(view, cfg.view_dropout, self.training)  # type: ignore[arg-type]
+            views.append(view)
 
-        e_mm = self.fusion(views) if self.fusion is not None else torch.stack(views).mean(0)
+        if self.fusion is not None:
+            e_mm = self.fusion(views, rows=rows if cfg.attention_scope == "batch" else None)
+        else:
+            e_mm = torch.stack(views).mean(0)
         final = e_id + cfg.alpha_mm * e_mm
         return DHMRecOutput(
             user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
@@ -309,22 +396,73 @@ class DHMRec(Recommender):
         on, ``jsd`` and ``orth`` (disentanglement) and ``kl`` (alignment).
         """
         cfg = self.config
-        out = self.forward()
+        rows = None
+        if cfg.attention_scope == "batch":
+            rows = torch.cat([torch.unique(users), self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
+        out = self.forward(rows)
         u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
-        reg = l2_reg(u, p, n)
+        if cfg.reg_target == "ego":
+            reg = l2_reg(self.user_emb.weight[users], self.item_emb.weight[pos_items], self.item_emb.weight[neg_items])
+        else:
+            reg = l2_reg(u, p, n)
         terms: Dict[str, Tensor] = {"bpr": bpr, "reg": reg}
-        total = bpr + cfg.reg_weight * reg
+        total = bpr + cfg.gamma_reg * reg
         if cfg.disentangle:
             orth = torch.stack(out.codes.orth).sum()
             terms.update(jsd=out.codes.jsd, orth=orth)
             total = total + cfg.gamma_dis * (out.codes.jsd + orth)
         if cfg.kl_align:
             batch_users = torch.unique(users)
-            kl = interaction_kl(out.user_mm[batch_users], out.item_mm, out.user_id[batch_users], out.item_id)
+            kl = interaction_kl(
+                out.user_mm[batch_users], out.item_mm, out.user_id[batch_users], out.item_id,
+                temperature=float(cfg.kl_temperature), grad=cfg.kl_grad, scores=cfg.kl_scores,  # type: ignore[arg-type]
+            )
             terms["kl"] = kl
-            total = total + cfg.gamma_kl * kl
+            total = total + float(cfg.gamma_kl) * kl  # type: ignore[arg-type]
         return {"loss": total, **terms}
+
+    def diagnostics(self, generator: Optional[torch.Generator] = None, sample: int = 512) -> Dict[str, float]:
+        r"""Health readings of the fusion and the multimodal branch (``diag_*`` in ``history.csv``).
+
+        On the full graph, without gradients:
+
+        - ``attn_entropy_<view>``: mean entropy (nats) of the rows of the view's
+          :math:`d \times d` map (uniform rows: :math:`\ln d`; one-hot rows: 0).
+        - ``alpha_pos``, ``alpha_neg``: the weights of (17).
+        - ``mm_id_norm_ratio``: mean row norm of :math:`\alpha_{mm}\tilde{\mathbf{E}}_{mm}`
+          over mean row norm of :math:`\mathbf{E}_{id}` (22).
+        - ``user_mm_cosine``: mean pairwise cosine of ``sample`` users' fused
+          multimodal vectors (near 1: the branch is the same for every user).
+        - ``item_term_share``: for ``sample`` users, the share of the variance of
+          their scores (23), centred per user, that one user-independent term
+          per item explains (near 1: the model ranks every user alike).
+        """
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        out = self.forward()
+        diag: Dict[str, float] = {}
+        if self.fusion is not None:
+            _, maps = self.fusion(out.views, return_attention=True)
+            for name, attn in zip(self.view_names, maps):
+                entropy = -(attn * attn.clamp_min(1e-30).log()).sum(-1).mean()
+                diag[f"attn_entropy_{name}"] = float(entropy)
+            if self.fusion.mode == "posneg":
+                diag["alpha_pos"] = float(self.fusion.alpha_pos)
+                diag["alpha_neg"] = float(self.fusion.alpha_neg)
+        mm = self.config.alpha_mm * torch.cat([out.user_mm, out.item_mm])
+        e_id = torch.cat([out.user_id, out.item_id])
+        diag["mm_id_norm_ratio"] = float(mm.norm(dim=-1).mean() / e_id.norm(dim=-1).mean().clamp_min(1e-30))
+        picks = torch.randperm(self.num_users, generator=gen)[: min(sample, self.num_users)].to(mm.device)
+        unit = nn.functional.normalize(out.user_mm[picks], dim=-1)
+        k = unit.size(0)
+        if k > 1:
+            diag["user_mm_cosine"] = float(((unit @ unit.t()).sum() - k) / (k * (k - 1)))
+        scores = out.user[picks] @ out.item.t()
+        centred = scores - scores.mean(1, keepdim=True)
+        item_term = centred.mean(0, keepdim=True)
+        total = centred.pow(2).sum().clamp_min(1e-30)
+        diag["item_term_share"] = float(1.0 - (centred - item_term).pow(2).sum() / total)
+        return diag
 
     def __repr__(self) -> str:
         cfg = self.config

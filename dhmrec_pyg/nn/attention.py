@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 ATTENTION_MODES = ("posneg", "standard")
+#: How the d x d logits of (15) are scaled (see :class:`PosNegAttention`).
+ATTENTION_SCALES = ("sqrt_n", "centered", "l2")
+#: How each view is normalised at the end of (18), before the sum (19).
+VIEW_NORMS = ("layernorm", "layernorm_plain", "l2")
 
 
 class PosNegAttention(nn.Module):
@@ -41,7 +45,7 @@ class PosNegAttention(nn.Module):
 
         \tilde{\mathbf{E}}_{mm} = \sum_{\tilde{m}} \tilde{\mathbf{E}}_{\tilde{m}} \;\; (19)
 
-    Reading taken (SPEC.md): the attention is over embedding dimensions. The
+    Reading taken: the attention is over embedding dimensions. The
     paper's matrices are :math:`d \times N`, so its
     :math:`\mathbf{Q}\mathbf{K}^\top` is the :math:`d \times d` map
     :math:`\mathbf{A}` above, normalised over its last axis (the key
@@ -65,6 +69,39 @@ class PosNegAttention(nn.Module):
     paper's *w/o PNF* ablation) :math:`\mathbf{O} = \mathbf{O}^{pos}` and there
     are no :math:`\alpha` parameters.
 
+    Readings of the paper's loose points (``docs/readings.md`` of the
+    repository lists them all, with the measurements that chose the defaults):
+
+    - ``scale`` -- how the logits :math:`\mathbf{Q}^\top\mathbf{K}` are
+      scaled. The paper writes "softmax(QK^T / sqrt(d))"-style attention
+      computed "under each dimension"; ``"sqrt_n"`` is the literal reading
+      above: un-centred products summed over the :math:`N` nodes, divided by
+      :math:`\sqrt{N}`. Their standard deviation grows like :math:`\sqrt{N}`
+      times the mean product, and on real data (16k nodes) the rows of
+      :math:`\mathbf{A}` are one-hot from the first step on: the fusion
+      is then a frozen low-rank projection. ``"centered"`` subtracts the node
+      means of :math:`\mathbf{Q}` and :math:`\mathbf{K}` first (a
+      covariance, still over :math:`\sqrt{N}`). ``"l2"`` is the transposed
+      (channel) attention of XCiT's cross-covariance attention and
+      Restormer's MDTA, which compute the same :math:`d \times d`
+      :math:`\mathbf{Q}^\top\mathbf{K}` over tokens: every column of
+      :math:`\mathbf{Q}` and :math:`\mathbf{K}` is L2-normalised over the
+      nodes, so the logits are cosines in :math:`[-1, 1]`, times a learnable
+      temperature :math:`\tau_{\tilde{m}}` per view (initialised to 1).
+    - ``rows`` (an argument of :meth:`forward`) -- the nodes whose products
+      form :math:`\mathbf{Q}^\top\mathbf{K}`: all of them (default), or only
+      a mini-batch's (the authors' appendix costs the attention at
+      :math:`O(B d_k^2)`, :math:`B` the batch size); :math:`N` is then the
+      number of rows given. The map is applied to every node either way.
+    - ``view_norm`` -- the outer normalisation of (18), which sets the scale
+      of each view before the sum (19) and so of :math:`\tilde{\mathbf{E}}_{mm}`
+      in (22): ``"layernorm"`` (literal: learnable gain and bias),
+      ``"layernorm_plain"`` (centred and scaled, fixed gain ``norm_gain``, no
+      bias: the view's scale cannot drift), ``"l2"`` (rows L2-normalised,
+      not centred, times a learnable scale per view initialised to
+      :math:`g\sqrt{d}` for ``norm_gain`` :math:`g`, the row norm a layer
+      norm of gain :math:`g` starts at).
+
     Args:
         channels: embedding width :math:`d`.
         num_views: number of views :math:`|\{\tilde{m}\}|` (e.g. common + one
@@ -73,8 +110,11 @@ class PosNegAttention(nn.Module):
         alpha_pos: initial :math:`\alpha_{pos}`.
         alpha_neg: initial :math:`\alpha_{neg}`.
         norm_gain: initial gain (elementwise weight) of the layer norms of
-            (18); 1 is PyTorch's default, :math:`1/\sqrt{d}` starts every
-            output row at unit norm instead of :math:`\sqrt{d}`.
+            (18); 1 is PyTorch's default, :math:`1/\sqrt{d}` (the default
+            here) starts every output row at unit norm instead of
+            :math:`\sqrt{d}`.
+        scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"`` (above).
+        view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"`` (above).
 
     Shapes:
         - **input:** ``num_views`` tensors :math:`(N, d)`
@@ -89,11 +129,20 @@ class PosNegAttention(nn.Module):
         mode: str = "posneg",
         alpha_pos: float = 1.0,
         alpha_neg: float = 0.0,
-        norm_gain: float = 1.0,
+        norm_gain: Optional[float] = None,
+        scale: str = "sqrt_n",
+        view_norm: str = "layernorm",
     ) -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise ValueError(f"mode must be one of {ATTENTION_MODES}, got {mode!r}")
+        if scale not in ATTENTION_SCALES:
+            raise ValueError(f"scale must be one of {ATTENTION_SCALES}, got {scale!r}")
+        if view_norm not in VIEW_NORMS:
+            raise ValueError(f"view_norm must be one of {VIEW_NORMS}, got {view_norm!r}")
+        self.scale, self.view_norm = scale, view_norm
+        if norm_gain is None:
+            norm_gain = 1.0 / float(channels) ** 0.5 if channels >= 1 else 1.0
         if channels < 1 or num_views < 1:
             raise ValueError(f"channels and num_views must be positive, got {channels}, {num_views}")
         self.channels, self.num_views, self.mode = int(channels), int(num_views), mode
@@ -112,7 +161,13 @@ class PosNegAttention(nn.Module):
         self.value = per_view(lambda: nn.Linear(d, d, bias=False))
         self.out = per_view(lambda: nn.Linear(d, d, bias=False))  # W_o
         self.inner_norm = per_view(lambda: nn.LayerNorm(d))
-        self.outer_norm = per_view(lambda: nn.LayerNorm(d))
+        if view_norm == "l2":
+            self.outer_scale = nn.Parameter(torch.empty(num_views))
+        else:
+            affine = view_norm == "layernorm"
+            self.outer_norm = per_view(lambda: nn.LayerNorm(d, elementwise_affine=affine))
+        if scale == "l2":
+            self.temperature = nn.Parameter(torch.empty(num_views))
         if mode == "posneg":
             self.alpha_pos = nn.Parameter(torch.empty(()))
             self.alpha_neg = nn.Parameter(torch.empty(()))
@@ -123,34 +178,78 @@ class PosNegAttention(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
                 module.reset_parameters()
                 module.weight.data.fill_(self.norm_gain)
+        with torch.no_grad():
+            if self.view_norm == "l2":
+                self.outer_scale.fill_(self.norm_gain * self.channels ** 0.5)
+            if self.scale == "l2":
+                self.temperature.fill_(1.0)
         if self.mode == "posneg":
             with torch.no_grad():
                 self.alpha_pos.fill_(self._alpha_init[0])
                 self.alpha_neg.fill_(self._alpha_init[1])
 
     @staticmethod
-    def attention_map(query: Tensor, key: Tensor) -> Tensor:
-        r""":math:`\operatorname{softmax}(\mathbf{Q}^\top\mathbf{K}/\sqrt{N})`, a
-        :math:`d \times d` map, each row summing to one."""
+    def attention_map(query: Tensor, key: Tensor, scale: str = "sqrt_n", temperature: float = 1.0) -> Tensor:
+        r"""The :math:`d \times d` map of (15) from explicit ``[N, d]`` queries and keys,
+        each row summing to one (``scale`` as in the class; a reference for the
+        fused computation in :meth:`forward`)."""
+        if scale == "centered":
+            query, key = query - query.mean(0), key - key.mean(0)
+        if scale == "l2":
+            logits = nn.functional.normalize(query, dim=0).t() @ nn.functional.normalize(key, dim=0)
+            return torch.softmax(logits * temperature, dim=-1)
         return torch.softmax(query.t() @ key / math.sqrt(query.size(0)), dim=-1)
 
+    def _logits(self, v: int, fused: Tensor, view: Tensor) -> Tensor:
+        r"""The logits of view ``v``'s map from the ``[n, d]`` rows that form it.
+
+        :math:`\mathbf{Q}^\top\mathbf{K} = \mathbf{W}_q(\hat{\mathbf{E}}_{fus}^\top
+        \hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`: one pass over the nodes,
+        no :math:`n \times d` query or key; the centring and the column norms of
+        :math:`\mathbf{Q}, \mathbf{K}` come from :math:`d \times d` Gram matrices too.
+        """
+        w_q, w_k = self.query[v].weight, self.key[v].weight
+        cross = fused.t() @ view
+        n = fused.size(0)
+        if self.scale == "centered":
+            cross = cross - torch.outer(fused.sum(0), view.sum(0)) / n
+        logits = w_q @ cross @ w_k.t()
+        if self.scale != "l2":
+            return logits / math.sqrt(n)
+        # ||Q[:, a]||^2 = (W_q E_fus^T E_fus W_q^T)_aa, likewise for K.
+        q_norm = ((w_q @ (fused.t() @ fused)) * w_q).sum(-1).clamp_min(1e-24).sqrt()
+        k_norm = ((w_k @ (view.t() @ view)) * w_k).sum(-1).clamp_min(1e-24).sqrt()
+        return logits / (q_norm.unsqueeze(1) * k_norm.unsqueeze(0)) * self.temperature[v]
+
+    def _normalize_view(self, v: int, x: Tensor) -> Tensor:
+        """The outer normalisation of (18) for view ``v`` (``view_norm``)."""
+        if self.view_norm == "l2":
+            return nn.functional.normalize(x, dim=-1) * self.outer_scale[v]
+        out = self.outer_norm[v](x)
+        return out if self.view_norm == "layernorm" else out * self.norm_gain
+
     def forward(
-        self, views: Sequence[Tensor], return_attention: bool = False
+        self, views: Sequence[Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
     ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
-        """Fuse the views (equation (19)); optionally return each view's map."""
+        """Fuse the views (equation (19)); optionally return each view's map.
+
+        Args:
+            views: ``num_views`` tensors ``[N, d]``.
+            return_attention: also return the ``[d, d]`` map of every view.
+            rows: indices of the nodes whose products form the maps (e.g. a
+                mini-batch's users and items); ``None``: all ``N``.
+        """
         if len(views) != self.num_views:
             raise ValueError(f"expected {self.num_views} views, got {len(views)}")
         fused = self.fuse(torch.cat(list(views), dim=-1))
-        scale = math.sqrt(fused.size(0))
+        fused_rows = fused if rows is None else fused[rows]
         total, maps = None, []
         for v, view in enumerate(views):
-            w_q, w_k = self.query[v].weight, self.key[v].weight
             w_v, w_o = self.value[v].weight, self.out[v].weight
-            # Q^T K = W_q (E_fus^T E_m) W_k^T: one pass over the N nodes instead of two.
-            attn = torch.softmax(w_q @ (fused.t() @ view) @ w_k.t() / scale, dim=-1)
+            attn = torch.softmax(self._logits(v, fused_rows, view if rows is None else view[rows]), dim=-1)
             # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
             # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
             # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
@@ -159,10 +258,13 @@ class PosNegAttention(nn.Module):
                 mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * torch.outer(
                     w_v.sum(0), w_o.sum(1)
                 )  # (17)
-            e = self.outer_norm[v](self.inner_norm[v](view @ mix) + view)  # (18)
+            e = self._normalize_view(v, self.inner_norm[v](view @ mix) + view)  # (18)
             total = e if total is None else total + e
             maps.append(attn)
         return (total, maps) if return_attention else total
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.channels}, num_views={self.num_views}, mode={self.mode!r})"
+        extra = "" if (self.scale, self.view_norm) == ("sqrt_n", "layernorm") else (
+            f", scale={self.scale!r}, view_norm={self.view_norm!r}"
+        )
+        return f"{self.__class__.__name__}({self.channels}, num_views={self.num_views}, mode={self.mode!r}{extra})"

@@ -154,8 +154,8 @@ class ModalityDisentangler(nn.Module):
     (row-per-item convention: the paper's :math:`\mathbf{W}\mathbf{X}` on
     :math:`d \times |\mathcal{I}|` matrices). :math:`\mathbf{W}_1^m` has no
     bias, as written in (1); the encoders :math:`E_{C_m}, E_{P_m}` are
-    "simple linear networks" (``nn.Linear`` with bias). Reading taken for (3)
-    (SPEC.md): the gate reads the item ID embedding table itself, before any
+    "simple linear networks" (``nn.Linear`` with bias). Reading taken for (3):
+    the gate reads the item ID embedding table itself, before any
     graph propagation. The forward pass also returns the pooled common code
     (:func:`logit_pool`, equation (5)) and the losses
     :func:`jensen_shannon_divergence` (4) and :func:`orthogonality_loss` (6).
@@ -170,6 +170,10 @@ class ModalityDisentangler(nn.Module):
         in_channels: feature width :math:`d_m` of each modality, in order.
         out_channels: code width :math:`d_k`.
         disentangle: ``False`` for the *w/o DIS* ablation.
+        detach_gate: the gate of (3) reads a detached copy of the ID table, so
+            that the multimodal losses do not move the ID embeddings through
+            it (a reading: the paper says the ID embedding *guides* the gate,
+            not whether it learns from it).
 
     Shapes:
         - **input:** :math:`|\mathcal{M}|` feature tensors :math:`(I, d_m)`
@@ -177,7 +181,9 @@ class ModalityDisentangler(nn.Module):
         - **output:** :class:`DisentangledCodes` of :math:`(I, d_k)` codes
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, disentangle: bool = True) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], out_channels: int, disentangle: bool = True, detach_gate: bool = False
+    ) -> None:
         super().__init__()
         in_channels = [int(c) for c in in_channels]
         if not in_channels:
@@ -189,6 +195,7 @@ class ModalityDisentangler(nn.Module):
         self.in_channels = in_channels
         self.out_channels = int(out_channels)
         self.disentangle = bool(disentangle)
+        self.detach_gate = bool(detach_gate)
         d = self.out_channels
         self.projections = nn.ModuleList(nn.Linear(c, d, bias=False) for c in in_channels)
         if self.disentangle:
@@ -227,7 +234,8 @@ class ModalityDisentangler(nn.Module):
             return DisentangledCodes(z, common, list(z), zero, [zero for _ in z])
         commons = [enc(zm) for enc, zm in zip(self.common_encoders, z)]
         private = [enc(zm) for enc, zm in zip(self.private_encoders, z)]
-        specific = [p * torch.sigmoid(gate(item_id_emb)) for p, gate in zip(private, self.gates)]
+        guide = item_id_emb.detach() if self.detach_gate else item_id_emb
+        specific = [p * torch.sigmoid(gate(guide)) for p, gate in zip(private, self.gates)]
         return DisentangledCodes(
             specific=specific,
             common=logit_pool(commons),

@@ -78,6 +78,12 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
     if isinstance(value, str) and typ is not str:
         value = _parse_scalar(value)
     origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin is typing.Union and type(None) in args:  # Optional[T]: None, or a T
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key)
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -196,24 +202,41 @@ _ABSENT = object()
 LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
 
 
+#: Model options added after runs were first written, per model, with the value such runs
+#: used (DHMRec: the paper-literal readings of :data:`~dhmrec_pyg.models.dhmrec.PRESETS`).
+LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
+    "dhmrec": {
+        "preset": "paper", "attention_scale": "sqrt_n", "attention_scope": "all", "view_norm": "layernorm",
+        "reg_target": "final", "kl_grad": "both", "kl_scores": "dot", "kl_temperature": 1.0, "gate_detach": False,
+        "prune_views": False, "view_dropout": 0.0,
+    },
+}
+
+
 def load_run_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
     """A run folder's ``config.yaml`` (:func:`load_yaml_config`), with the options it predates
-    at the value the run used (:data:`LEGACY_TRAIN_VALUES`)."""
+    at the value the run used (:data:`LEGACY_TRAIN_VALUES`, :data:`LEGACY_MODEL_VALUES`)."""
     raw = load_yaml_config(path)
     raw["train"] = {**LEGACY_TRAIN_VALUES, **raw["train"]}
+    legacy_model = LEGACY_MODEL_VALUES.get(str(raw["train"].get("model", "")), {})
+    raw["model"] = {**legacy_model, **raw["model"]}
     return raw
 
 
 def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     """The resolved config as YAML text (written beside every run's results).
 
-    With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` value are left out,
+    With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` (or, for the run's
+    model, :data:`LEGACY_MODEL_VALUES`) value are left out,
     as a run written before those options existed has them.
     """
     values = dataclasses.asdict(train)
+    model_values = dataclasses.asdict(model)
     if legacy:
         values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
-    return yaml.safe_dump({"train": values, "model": dataclasses.asdict(model)}, sort_keys=False)
+        old = LEGACY_MODEL_VALUES.get(train.model, {})
+        model_values = {k: v for k, v in model_values.items() if old.get(k, _ABSENT) != v}
+    return yaml.safe_dump({"train": values, "model": model_values}, sort_keys=False)
 
 
 def identity_text(train: TrainConfig, model: Any) -> str:
