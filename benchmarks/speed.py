@@ -1,19 +1,26 @@
 """Speed and memory of every model at the paper's Baby, Sports and Clothing scales.
 
     python -m benchmarks.speed --datasets baby,sports,clothing \
-        --models dhmrec,freedom,lgmrec,lightgcn,bpr [--device cpu|cuda] [--batches 10] [--out DIR]
+        --models dhmrec,freedom,lgmrec,lightgcn,bpr [--device cpu|cuda] [--batches 0] [--out DIR]
 
 For every (dataset, model) pair, in a fresh subprocess of its own (so that peak
 memory does not mix between pairs and a crash of one is reported, not fatal):
 
 * **build s**: building the model from the training graph, with its KNN item-item
   graphs for the multimodal models (one-off, before training; no KNN cache);
-* **s/epoch**: one training epoch run by the library's own
-  :class:`~dhmrec_pyg.training.trainer.Trainer` loop (the per-epoch hook
-  ``on_epoch_start``, the BPR sampler, forward, loss, backward and Adam step per
-  mini-batch of 2048 triplets). To keep the run short only ``--batches`` batches
-  are timed, after ``--warmup`` batches in a warm-up epoch: s/epoch = hook +
-  epoch sampling + mean s/batch x batches per epoch;
+* **s/epoch**: one full training epoch run by the library's own
+  :meth:`~dhmrec_pyg.training.trainer.Trainer.train_epoch` (the BPR sampler's draw
+  of the epoch, then forward, loss, backward and Adam step per mini-batch of 2048
+  triplets), after a warm-up epoch of ``--warmup`` batches: its training seconds,
+  the ``train_seconds`` a user sees in ``history.csv`` (the model's per-epoch hook
+  ``on_epoch_start`` is timed apart, as ``hook_seconds``: milliseconds). With
+  ``--batches N`` only the first ``N`` batches are trained and s/epoch is
+  extrapolated: first batch (which includes the draw) + mean of the others x
+  (batches per epoch - 1);
+* **estimate from the first 10 batches**: the same extrapolation from the timed
+  epoch's first ``EXTRAPOLATION_CHECK`` batches (what ``--batches 10``, the former
+  default, reported), next to the full epoch it tries to predict, with its own ratio
+  to FREEDOM;
 * **s/eval**: one full-ranking evaluation over the validation users with the
   library's :class:`~dhmrec_pyg.training.evaluate.FullRankingEvaluator`
   (final embeddings + scoring all items + top-50 metrics), as the trainer runs it
@@ -45,7 +52,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -56,6 +63,9 @@ DEFAULT_MODELS = "dhmrec,freedom,lgmrec,lightgcn,bpr"
 
 #: Where each paper dataset comes from: real interactions, or a synthetic profile.
 SOURCES = {"baby": "real", "sports": "real", "clothing": "synthetic-clothing"}
+
+#: Batches of the timed epoch that the estimate checked against the full epoch extrapolates from.
+EXTRAPOLATION_CHECK = 10
 
 #: Random item features attached to real datasets without features (the paper's shapes).
 PAPER_FEATURES = {"image": 4096, "text": 384}
@@ -107,46 +117,18 @@ def attach_random_features(data: Any, dims: Dict[str, int], seed: int) -> List[s
     return sorted(dims)
 
 
-class TimedSampler:
-    """Wraps a :class:`~dhmrec_pyg.training.sampler.BPRSampler`: stops an epoch after
-    ``limit`` batches and records how long the trainer's loop body took for each batch
-    (the time from handing a batch out to being asked for the next one)."""
-
-    def __init__(self, inner: Any, limit: int, cuda: bool) -> None:
-        self.inner, self.limit, self.cuda = inner, int(limit), cuda
-        self.batch_seconds: List[float] = []
-        self.sampling_seconds = 0.0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def _sync(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-
-    def epoch(self, generator: Any) -> Iterator[Any]:
-        self.batch_seconds = []
-        start = time.perf_counter()
-        for k, batch in enumerate(self.inner.epoch(generator)):
-            if k == 0:  # the sampler draws the whole epoch (shuffle + negatives) up front
-                self.sampling_seconds = time.perf_counter() - start
-            if k >= self.limit:
-                return
-            self._sync()
-            t = time.perf_counter()
-            yield batch
-            self._sync()
-            self.batch_seconds.append(time.perf_counter() - t)
+def extrapolate(batch_seconds: List[float], batches_per_epoch: int) -> float:
+    """An epoch's seconds predicted from its first batches' seconds: the first batch (which also
+    draws the epoch's triplets) + the mean of the others x the remaining batches."""
+    if not batch_seconds:
+        raise ValueError("no batch was timed")
+    rest = batch_seconds[1:] or batch_seconds[:1]
+    return batch_seconds[0] + statistics.fmean(rest) * (batches_per_epoch - 1)
 
 
 # ---------------------------------------------------------------------------- worker
 def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Build, train a few batches and evaluate one model on one dataset; the measurements."""
+    """Build one model on one dataset, train a warm-up and a timed epoch, evaluate it; the measurements."""
     import torch
 
     threads = int(spec["threads"])
@@ -197,29 +179,20 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(model, data, train_cfg, out_dir=None, model_config=model_cfg)
-    sampler = TimedSampler(trainer.sampler, int(spec["warmup"]), cuda)
-    trainer.sampler = sampler  # type: ignore[assignment]
-    hook_seconds: List[float] = []
-    hook = trainer.model.on_epoch_start
-
-    def timed_hook(epoch: int, generator: torch.Generator) -> None:
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        hook(epoch, generator)
-        if cuda:
-            torch.cuda.synchronize()
-        hook_seconds.append(time.perf_counter() - t)
-
-    trainer.model.on_epoch_start = timed_hook  # type: ignore[method-assign]
     generator = torch.Generator().manual_seed(train_cfg.seed)
-    trainer._train_epoch(0, generator)  # warm-up epoch: hook + `warmup` batches
-    sampler.limit = int(spec["batches"])
-    losses, _ = trainer._train_epoch(1, generator)  # timed epoch: hook + `batches` batches
-    batch_s = list(sampler.batch_seconds)
-    n_batches = len(sampler.inner)
-    per_batch = statistics.fmean(batch_s)
-    epoch_s = hook_seconds[-1] + sampler.sampling_seconds + per_batch * n_batches
+    trainer.train_epoch(0, generator, max_batches=int(spec["warmup"]))  # warm-up: hook + `warmup` batches
+    timed = int(spec["batches"])  # 0: the whole epoch
+    marks: List[float] = []
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    losses, train_s = trainer.train_epoch(1, generator, max_batches=timed or None,
+                                          on_batch_end=lambda _, elapsed: marks.append(elapsed))
+    wall_s = time.perf_counter() - t0
+    batch_s = [b - a for a, b in zip([0.0] + marks[:-1], marks)]  # the first includes drawing the epoch
+    n_batches = len(trainer.sampler)
+    epoch_s = extrapolate(batch_s, n_batches) if len(batch_s) < n_batches else train_s
+    extrapolated = extrapolate(batch_s[:EXTRAPOLATION_CHECK], n_batches)
 
     evaluator = trainer.evaluators["val"]
     if cuda:
@@ -240,13 +213,16 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "parameters": int(params),
         "load_seconds": load_s,
         "build_seconds": build_s,
-        "hook_seconds": hook_seconds[-1],
-        "sampling_seconds": sampler.sampling_seconds,
+        "full_epoch": len(batch_s) == n_batches,
+        "train_seconds": train_s,
+        "hook_seconds": max(wall_s - train_s, 0.0),
         "batch_seconds": batch_s,
         "timed_batches": len(batch_s),
-        "seconds_per_batch": per_batch,
+        "seconds_per_batch": epoch_s / n_batches,
         "batches_per_epoch": n_batches,
         "seconds_per_epoch": epoch_s,
+        "extrapolated_from_first": min(len(batch_s), EXTRAPOLATION_CHECK),
+        "extrapolated_seconds_per_epoch": extrapolated,
         "eval_seconds": eval_s,
         "eval_users": int(evaluator.users.numel()),
         "loss": float(losses.get("loss", float("nan"))),
@@ -262,15 +238,17 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------- driver
 
 #: Per-run measurements summarised over the rounds (median; peak memory: maximum).
-_MEDIAN_FIELDS = ("seconds_per_batch", "seconds_per_epoch", "eval_seconds", "build_seconds",
-                  "hook_seconds", "sampling_seconds")
+_MEDIAN_FIELDS = ("seconds_per_batch", "seconds_per_epoch", "train_seconds", "extrapolated_seconds_per_epoch",
+                  "eval_seconds", "build_seconds", "hook_seconds")
 
 
 def combine_runs(runs: List[Dict[str, Any]], freedom: Optional[List[Dict[str, Any]]]) -> Dict[str, Any]:
     """One row from a model's rounds: medians over its successful runs, ratios to FREEDOM by round.
 
     ``ratio_to_freedom`` is the median over rounds of (this run's s/epoch / FREEDOM's s/epoch in the
-    same round), so drift of a shared machine between rounds cancels; ``ratio_range`` is its min and max.
+    same round), so drift of a shared machine between rounds cancels; ``ratio_range`` is its min and max;
+    ``extrapolated_ratio_to_freedom`` and ``extrapolated_ratio_range`` the same for the estimate from the
+    first batches.
     A model with no successful run gives its first failure.
     """
     ok = [r for r in runs if r.get("status") == "ok"]
@@ -284,13 +262,14 @@ def combine_runs(runs: List[Dict[str, Any]], freedom: Optional[List[Dict[str, An
     row["base_rss_mib"] = min(r["base_rss_mib"] for r in ok)
     if "peak_cuda_mib" in row:
         row["peak_cuda_mib"] = max(r.get("peak_cuda_mib", 0.0) for r in ok)
-    row["rounds"] = [{k: r.get(k) for k in ("status", "error", *_MEDIAN_FIELDS, "peak_rss_mib", "wall_seconds")}
-                     for r in runs]
-    ratios = [r["seconds_per_epoch"] / f["seconds_per_epoch"] for r, f in zip(runs, freedom or [])
-              if r.get("status") == "ok" and f.get("status") == "ok"]
-    if ratios:
-        row["ratio_to_freedom"] = statistics.median(ratios)
-        row["ratio_range"] = [min(ratios), max(ratios)]
+    row["rounds"] = [{k: r.get(k) for k in ("status", "error", *_MEDIAN_FIELDS, "peak_rss_mib", "wall_seconds",
+                                            "batch_seconds")} for r in runs]
+    for key, name in (("seconds_per_epoch", "ratio"), ("extrapolated_seconds_per_epoch", "extrapolated_ratio")):
+        ratios = [r[key] / f[key] for r, f in zip(runs, freedom or [])
+                  if r.get("status") == "ok" and f.get("status") == "ok"]
+        if ratios:
+            row[f"{name}_to_freedom"] = statistics.median(ratios)
+            row[f"{name}_range"] = [min(ratios), max(ratios)]
     return row
 
 def _run_pair(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
@@ -344,12 +323,19 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [
         "# Training and evaluation speed at the paper's scales", "",
         f"Command: `{result['command']}`", "",
-        f"Device **{s['device']}**, {s['threads'] or 'default'} torch thread(s). s/epoch = per-epoch hook + "
-        f"epoch sampling + mean s/batch over {s['batches']} timed batches (after {s['warmup']} warm-up "
-        f"batches) x batches per epoch (batch {s['batch_size']}), through the library's Trainer loop; "
-        "not a full epoch. s/eval: one full-ranking evaluation over the validation users (embeddings, "
-        "scores for all items, top-50 metrics). Build: model construction incl. the KNN item-item graphs "
-        "(one-off, not in s/epoch, no KNN cache). Peak MiB: peak RSS of a fresh process per row "
+        f"Device **{s['device']}**, {s['threads'] or 'default'} torch thread(s). " + (
+            f"s/epoch: one full training epoch (batch {s['batch_size']}) through the library's "
+            f"`Trainer.train_epoch`, after a warm-up epoch of {s['warmup']} batches: its training seconds, "
+            "the `train_seconds` of `history.csv` (the model's per-epoch hook, milliseconds, apart). "
+            if not s["batches"] else
+            f"s/epoch: extrapolated from the first {s['batches']} batches (batch {s['batch_size']}) of an epoch "
+            f"through the library's `Trainer.train_epoch`, after a warm-up epoch of {s['warmup']} batches: "
+            "first batch (with the epoch's draw) + mean of the others x (batches per epoch - 1); not a full "
+            "epoch. ")
+        + f"Estimate: the same extrapolation from the timed epoch's first {EXTRAPOLATION_CHECK} batches, with "
+        "its ratio to FREEDOM's estimate. s/eval: one full-ranking evaluation over the validation users "
+        "(embeddings, scores for all items, top-50 metrics). Build: model construction incl. the KNN item-item "
+        "graphs (one-off, not in s/epoch, no KNN cache). Peak MiB: peak RSS of a fresh process per row "
         "(interpreter, torch, data and features included)" + ("; GPU MiB: torch.cuda.max_memory_allocated."
                                                             if cuda else "."),
         "",
@@ -358,27 +344,32 @@ def markdown(result: Dict[str, Any]) -> str:
         lines += [f"{s['repeats']} rounds, each timing every model once in a fresh process, one after the "
                   "other: times are medians over the rounds, peak MiB the maximum; x FREEDOM is the median "
                   "(and range) over rounds of the ratio to FREEDOM's s/epoch in the same round.", ""]
-    head = "| dataset | model | s/epoch | x FREEDOM | s/batch | batches/epoch | s/eval | peak MiB |"
-    sep = "|---|---|---|---|---|---|---|---|"
+    head = ("| dataset | model | s/epoch | x FREEDOM | s/batch | batches/epoch | estimate s/epoch "
+            "| estimate x FREEDOM | s/eval | peak MiB |")
+    sep = "|---|---|---|---|---|---|---|---|---|---|"
     if cuda:
         head += " GPU MiB |"
         sep += "---|"
     lines += [head + " build s |", sep + "---|"]
-    for row in result["rows"]:
-        r = row
+    multi = s.get("repeats", 1) > 1
+
+    def ratio_cell(r: Dict[str, Any], name: str) -> str:
+        ratio = r.get(f"{name}_to_freedom")
+        if not ratio:
+            return "-"
+        lo, hi = r.get(f"{name}_range", [ratio, ratio])
+        return _fmt(ratio) + (f" ({_fmt(lo)}-{_fmt(hi)})" if multi else "")
+
+    for r in result["rows"]:
         if r["status"] != "ok":
             msg = r.get("error", r["status"])
-            cells = [r["dataset"], r["model"], f"{r['status']}: {msg}"] + [""] * (6 + cuda)
+            cells = [r["dataset"], r["model"], f"{r['status']}: {msg}"] + [""] * (8 + cuda)
             lines.append("| " + " | ".join(cells) + " |")
             continue
-        ratio = r.get("ratio_to_freedom")
-        ratio_cell = "-"
-        if ratio:
-            lo, hi = r.get("ratio_range", [ratio, ratio])
-            ratio_cell = _fmt(ratio) + (f" ({_fmt(lo)}-{_fmt(hi)})" if s.get("repeats", 1) > 1 else "")
-        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), ratio_cell,
-                 _fmt(r["seconds_per_batch"], 3), str(r["batches_per_epoch"]), _fmt(r["eval_seconds"]),
-                 f"{r['peak_rss_mib']:.0f}"]
+        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), ratio_cell(r, "ratio"),
+                 _fmt(r["seconds_per_batch"], 3), str(r["batches_per_epoch"]),
+                 _fmt(r.get("extrapolated_seconds_per_epoch")), ratio_cell(r, "extrapolated_ratio"),
+                 _fmt(r["eval_seconds"]), f"{r['peak_rss_mib']:.0f}"]
         if cuda:
             cells.append(f"{r.get('peak_cuda_mib', 0):.0f}")
         cells.append(_fmt(r["build_seconds"]))
@@ -418,7 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="comma-separated: baby, sports (real), clothing (synthetic), synthetic-<profile>")
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of: {', '.join(MODELS)}")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batches", type=int, default=10, help="timed mini-batches per (dataset, model)")
+    p.add_argument("--batches", type=int, default=0,
+                   help="0 (default): time full epochs; N: train only the first N batches and extrapolate")
     p.add_argument("--warmup", type=int, default=2, help="warm-up mini-batches before timing")
     p.add_argument("--repeats", type=int, default=1,
                    help="rounds over the models (fresh process each); medians, ratios paired by round")
@@ -432,8 +424,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per (dataset, model) worker")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for speed.json and speed.md")
     args = p.parse_args(argv)
-    if args.batches < 1 or args.warmup < 1 or args.repeats < 1:
-        p.error("--batches, --warmup and --repeats must be at least 1")
+    if args.batches < 0 or args.warmup < 1 or args.repeats < 1:
+        p.error("--warmup and --repeats must be at least 1, --batches at least 0")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -495,7 +487,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "repeats": args.repeats,
                      "threads": args.threads, "seed": args.seed, "sets": args.sets,
                      "batch_size": next((r["batch_size"] for r in rows if r["status"] == "ok"), None),
-                     "s_per_epoch": "hook + sampling + mean s/batch x batches per epoch"},
+                     "s_per_epoch": ("train_seconds of one full epoch (Trainer.train_epoch)" if not args.batches
+                                     else "first batch + mean of the other timed batches x (batches per epoch - 1)"),
+                     "estimate_from_batches": EXTRAPOLATION_CHECK},
         "datasets": ds_info,
         "rows": rows,
         "wall_seconds": time.perf_counter() - start,

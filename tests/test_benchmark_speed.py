@@ -1,13 +1,15 @@
 """The speed benchmark runs end to end on a tiny synthetic profile (one subprocess per model)."""
 import json
 
+import pytest
+
 from benchmarks import speed
 
 
 def test_speed_benchmark_tiny(tmp_path, capsys):
     out = tmp_path / "results"
     rc = speed.main([
-        "--datasets", "synthetic-tiny", "--models", "freedom,lightgcn", "--batches", "2", "--repeats", "2",
+        "--datasets", "synthetic-tiny", "--models", "freedom,lightgcn", "--repeats", "2", "--set", "batch_size=256",
         "--synthetic-root", str(tmp_path / "data"), "--data-root", str(tmp_path / "none"),
         "--out", str(out),
     ])
@@ -18,15 +20,24 @@ def test_speed_benchmark_tiny(tmp_path, capsys):
     for model, row in rows.items():
         assert row["status"] == "ok", row
         assert row["dataset"] == "synthetic-tiny"
-        assert row["batches_per_epoch"] >= 1 and 1 <= row["timed_batches"] <= 2
+        # full epochs (the default): every batch timed, s/epoch is the trainer's train_seconds
+        assert row["batches_per_epoch"] >= 5 and row["timed_batches"] == row["batches_per_epoch"]
+        assert row["full_epoch"] and row["seconds_per_epoch"] == pytest.approx(row["train_seconds"])
+        assert row["extrapolated_from_first"] == speed.EXTRAPOLATION_CHECK
+        assert row["extrapolated_seconds_per_epoch"] > 0 and row["hook_seconds"] >= 0
         assert row["seconds_per_epoch"] > 0 and row["eval_seconds"] > 0 and row["build_seconds"] >= 0
         assert row["peak_rss_mib"] >= row["base_rss_mib"] > 0
         assert row["shape"]["features"] == {"image": 16, "text": 8}
     assert rows["freedom"]["ratio_to_freedom"] == 1.0 and rows["freedom"]["ratio_range"] == [1.0, 1.0]
+    assert rows["freedom"]["extrapolated_ratio_to_freedom"] == 1.0
     for row in rows.values():  # two rounds, each a fresh process; the row holds their medians
         assert [r["status"] for r in row["rounds"]] == ["ok", "ok"]
         lo, hi = sorted(r["seconds_per_epoch"] for r in row["rounds"])
         assert lo <= row["seconds_per_epoch"] <= hi
+        for r in row["rounds"]:  # the per-batch times of the timed epoch add up to it, and give the estimate
+            assert sum(r["batch_seconds"]) == pytest.approx(r["train_seconds"], rel=0.05)
+            assert r["extrapolated_seconds_per_epoch"] == pytest.approx(
+                speed.extrapolate(r["batch_seconds"][:speed.EXTRAPOLATION_CHECK], row["batches_per_epoch"]))
     lo, hi = rows["lightgcn"]["ratio_range"]
     assert 0 < lo <= rows["lightgcn"]["ratio_to_freedom"] <= hi
     assert rows["freedom"]["model_config"]["knn_cache_dir"] == "none"  # the KNN build is timed, not cached
@@ -35,6 +46,26 @@ def test_speed_benchmark_tiny(tmp_path, capsys):
         assert env[key]
     md = (out / "speed.md").read_text()
     assert "| synthetic-tiny | freedom |" in md and "faiss" in md and "2 rounds" in md
+    assert "one full training epoch" in md
+
+
+def test_speed_benchmark_extrapolates_from_the_first_batches(tmp_path):
+    out = tmp_path / "results"
+    assert speed.main(["--datasets", "synthetic-tiny", "--models", "bpr", "--batches", "3", "--set",
+                       "batch_size=256", "--synthetic-root", str(tmp_path / "data"), "--out", str(out)]) == 0
+    (row,) = json.loads((out / "speed.json").read_text())["rows"]
+    assert row["status"] == "ok", row
+    assert row["timed_batches"] == 3 < row["batches_per_epoch"] and not row["full_epoch"]
+    (run,) = row["rounds"]
+    assert row["seconds_per_epoch"] == pytest.approx(speed.extrapolate(run["batch_seconds"], row["batches_per_epoch"]))
+    assert "extrapolated from the first 3 batches" in (out / "speed.md").read_text()
+
+
+def test_extrapolate():
+    assert speed.extrapolate([5.0, 1.0, 3.0], 10) == 5.0 + 2.0 * 9  # first batch (with the draw) + mean of the rest
+    assert speed.extrapolate([2.0], 4) == 8.0
+    with pytest.raises(ValueError):
+        speed.extrapolate([], 3)
 
 
 def test_missing_real_dataset_is_skipped(tmp_path):

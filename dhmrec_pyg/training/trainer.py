@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -262,10 +262,54 @@ class Trainer:
         self._interrupt = True
 
     # ------------------------------------------------------------------ training
-    def _train_epoch(
-        self, epoch: int, generator: torch.Generator, resume_point: Optional[Dict[str, Any]] = None
+    def train_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        *,
+        max_batches: Optional[int] = None,
+        on_batch_end: Optional[Callable[[int, float], None]] = None,
     ) -> Tuple[Dict[str, float], float]:
-        """One epoch; with ``resume_point`` (a mid-epoch checkpoint), continue that epoch.
+        """Train one epoch exactly as :meth:`fit` does (without validation, checkpoints or history).
+
+        Puts the model in training mode, runs its ``on_epoch_start(epoch, generator)``
+        hook, draws the epoch's BPR triplets from :attr:`sampler` with ``generator``, and
+        for every mini-batch computes the model's loss terms, back-propagates the total and
+        takes an optimizer step (under ``torch.distributed``, each rank its share of the
+        batch). A NaN or infinite loss term raises :class:`NonFiniteLossError` before its step.
+
+        :meth:`fit` calls this with one generator seeded with ``cfg.seed`` and advanced by
+        every epoch, so a loop of ``train_epoch`` calls with such a generator trains the
+        same epochs as :meth:`fit` does.
+
+        Args:
+            epoch: the epoch number (0-based), passed to the model's hook and named in errors.
+            generator: the generator the sampler and the hook draw from.
+            max_batches: stop after this many mini-batches (``None``: the whole epoch). The
+                sampler still draws the whole epoch's triplets, up front, as it always does.
+            on_batch_end: called after every optimizer step with the batch's index and the
+                training seconds of the epoch so far (the clock of the returned seconds;
+                the first batch's share includes drawing the epoch's triplets). Time spent in
+                the callback counts in the epoch's seconds.
+
+        Returns:
+            The mean of every loss term over the batches trained, and the epoch's training
+            seconds: the ``train_seconds`` of ``history.csv``, from drawing the triplets to
+            the last optimizer step (the model's ``on_epoch_start`` hook not included).
+        """
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+        return self._train_epoch(epoch, generator, max_batches=max_batches, on_batch_end=on_batch_end)
+
+    def _train_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        resume_point: Optional[Dict[str, Any]] = None,
+        max_batches: Optional[int] = None,
+        on_batch_end: Optional[Callable[[int, float], None]] = None,
+    ) -> Tuple[Dict[str, float], float]:
+        """:meth:`train_epoch`; with ``resume_point`` (a mid-epoch checkpoint), continue that epoch.
 
         Returns:
             Mean loss terms over the epoch's batches, and the epoch's training seconds.
@@ -283,6 +327,8 @@ class Trainer:
             for _ in itertools.islice(batches, skip):  # the sampler draws the whole epoch up front
                 pass
             restore_rng_state(resume_point["rng"])
+        if max_batches is not None:
+            batches = itertools.islice(batches, max(max_batches - skip, 0))
         start = time.perf_counter()
         for batch_idx, (u, p, ng) in enumerate(batches, start=skip):
             if self._ddp is not None:
@@ -318,6 +364,8 @@ class Trainer:
                            "train_seconds": seconds + time.perf_counter() - start}
                 self._save_checkpoint(epoch, batch_idx + 1, epoch_state, partial)
                 raise TrainingInterrupted(self.out_dir, epoch, batch_idx + 1)
+            if on_batch_end is not None:
+                on_batch_end(batch_idx, seconds + time.perf_counter() - start)
         seconds += time.perf_counter() - start
         return {name: value / max(n, 1) for name, value in sums.items()}, seconds
 
