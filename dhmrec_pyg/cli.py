@@ -389,7 +389,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """``dhmrec recommend RUN_FOLDER``."""
-    from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.recommend import read_user_file, recommend, write_recommendations
     from dhmrec_pyg.training.run import load_run
 
@@ -398,9 +397,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if output.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--output {output}: use a .csv or .parquet file name")
     users = read_user_file(args.users) if args.users else None
-    _, _, model, data = load_run(run)
+    model = load_run(run).model
     use_faiss = {"auto": None, "yes": True, "no": False}[args.faiss]
-    u, items, scores = recommend(model, data[EDGE].edge_index, args.k, users, use_faiss=use_faiss)
+    u, items, scores = recommend(model, model.train_edge_index, args.k, users, use_faiss=use_faiss)
     write_recommendations(output, u, items, scores)
     print(f"top-{args.k} items for {len(u)} users written to {output}")
     return 0

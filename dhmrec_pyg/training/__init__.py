@@ -2,6 +2,7 @@
 from dhmrec_pyg.training.checkpoint import CheckpointError
 from dhmrec_pyg.training.config import ConfigError, TrainConfig
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator, evaluation_users
+from dhmrec_pyg.training.run import LoadedRun, load_run
 from dhmrec_pyg.training.sampler import BPRSampler
 from dhmrec_pyg.training.trainer import (
     NonFiniteLossError,
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "FullRankingEvaluator",
+    "LoadedRun",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
@@ -23,4 +25,5 @@ __all__ = [
     "build_model",
     "evaluate_model",
     "evaluation_users",
+    "load_run",
 ]

@@ -10,7 +10,7 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch_geometric.data import HeteroData
@@ -234,15 +234,37 @@ def run_grid(
     return report
 
 
-def load_run(run_folder: str | Path, device: Optional[str] = None):
+class LoadedRun(NamedTuple):
+    """A saved run rebuilt by :func:`load_run` (also unpacks as a 4-tuple).
+
+    Attributes:
+        config: the run's :class:`~dhmrec_pyg.training.TrainConfig`.
+        model_config: the model's config dataclass.
+        model: the model with the best checkpoint's weights, in ``eval()`` mode;
+            ``model.recommend(users, k)`` and ``model.embeddings()`` serve it.
+        data: the dataset the run trained on (its training graph and splits).
+    """
+
+    config: TrainConfig
+    model_config: Any
+    model: Any
+    data: HeteroData
+
+
+def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
     """Rebuild a saved run: its config, its dataset and its model with the best weights.
+
+    Also exported as ``dhmrec_pyg.load_run`` and ``dhmrec_pyg.training.load_run``.
 
     Args:
         run_folder: a folder written by ``dhmrec train`` (``config.yaml`` and ``best.pt``).
         device: override the run's device (``"cpu"``, ``"cuda"``...).
 
     Returns:
-        ``(train_config, model_config, model, data)``; the model is in eval mode.
+        A :class:`LoadedRun` ``(config, model_config, model, data)``; the model is in eval mode.
+
+    Raises:
+        ConfigError: the folder is missing, is not a run folder, or names an unknown model.
     """
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.training.config import build_dataclass, load_run_config
@@ -266,4 +288,4 @@ def load_run(run_folder: str | Path, device: Optional[str] = None):
     model = build_model(cfg.model, data, model_cfg)
     model.load_state_dict(dio.load_tensors(run / "best.pt"))
     model.to(resolve_device(cfg.device)).eval()
-    return cfg, model_cfg, model, data
+    return LoadedRun(cfg, model_cfg, model, data)

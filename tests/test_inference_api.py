@@ -1,0 +1,111 @@
+"""The public inference API: load_run, model.recommend(users, k), model.embeddings()."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import dhmrec_pyg
+from dhmrec_pyg.cli import main
+from dhmrec_pyg.data import make_synthetic
+from dhmrec_pyg.models import MODELS
+from dhmrec_pyg.models.base import EDGE, TopK
+from dhmrec_pyg.recommend import recommend
+from dhmrec_pyg.training import LoadedRun, load_run
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic("tiny", seed=0, n_users=50, n_items=30, n_interactions=320)
+
+
+def _build(name, data):
+    torch.manual_seed(0)
+    cls = MODELS[name]
+    cfg = cls.config_class(embedding_dim=8)
+    if hasattr(cfg, "knn_k"):
+        cfg.knn_k, cfg.knn_cache_dir = 4, "none"
+    return cls(data, cfg)
+
+
+def _expected_top(model, users, k, train):
+    """Top-k by brute force: every score, training pairs set to -inf."""
+    with torch.no_grad():
+        model.eval()
+        u, i = model.embeddings()
+        scores = u[users] @ i.t()
+    for row, user in enumerate(users.tolist()):
+        scores[row, train[1][train[0] == user]] = -float("inf")
+    return torch.topk(scores, k, dim=1)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_recommends_without_its_training_items(name, data):
+    model = _build(name, data)
+    train = data[EDGE].edge_index
+    users = torch.tensor([0, 7, 13, 49])
+    top = model.recommend(users, k=5)  # no edges handed in: the model kept them
+    assert isinstance(top, TopK)
+    assert top.items.shape == top.scores.shape == (4, 5)
+    assert torch.equal(top.users, users)
+    want = _expected_top(model, users, 5, train)
+    assert_close(top.scores, want.values)
+    seen = set(zip(train[0].tolist(), train[1].tolist()))
+    for user, items in zip(users.tolist(), top.items.tolist()):
+        assert not any((user, item) in seen for item in items)
+    assert (top.scores[:, :-1] >= top.scores[:, 1:]).all()
+    assert "train_edge_index" not in model.state_dict()  # rebuilt from the data, not checkpointed
+
+
+def test_recommend_defaults_to_all_users_and_checks_its_arguments(data):
+    model = _build("bpr", data)
+    top = model.recommend(k=3)
+    assert top.items.shape == (50, 3) and torch.equal(top.users, torch.arange(50))
+    assert torch.equal(model.recommend([4, 2], k=3).items, top.items[[4, 2]])
+    with pytest.raises(ValueError, match="out of range"):
+        model.recommend([50], k=3)
+    with pytest.raises(ValueError, match="exceeds the number of items"):
+        model.recommend([0], k=31)
+    with pytest.raises(ValueError, match=">= 1"):
+        model.recommend([0], k=0)
+
+
+def test_training_edges_move_with_the_model(data):
+    model = _build("lightgcn", data).double()
+    assert torch.equal(model.train_edge_index, data[EDGE].edge_index)
+    assert model.train_edge_index.dtype == torch.long  # not cast with the parameters
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    folder = root / "run"
+    assert main(["train", "--model", "lightgcn", "--data-root", str(root / "data"), "--out", str(folder),
+                 "--epochs", "1", "--quiet"]) == 0
+    return folder
+
+
+def test_load_run_is_public_and_named(run_folder):
+    assert dhmrec_pyg.load_run is load_run
+    run = dhmrec_pyg.load_run(run_folder)
+    assert isinstance(run, LoadedRun)
+    cfg, model_cfg, model, data = run  # still unpacks as before
+    assert cfg.model == "lightgcn" and model is run.model and not model.training
+    top = run.model.recommend([0, 1], k=4)
+    _, items, scores = recommend(model, data[EDGE].edge_index, k=4, users=[0, 1])
+    assert torch.equal(top.items, torch.from_numpy(items))
+    user_emb, item_emb = run.model.embeddings()
+    assert user_emb.shape == (int(data["user"].num_nodes), model_cfg.embedding_dim)
+    assert item_emb.shape == (int(data["item"].num_nodes), model_cfg.embedding_dim)
+
+
+def test_readme_python_example_runs(run_folder, capsys):
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Use a trained model from Python", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    folder = re.search(r'load_run\("([^"]+)"\)', code).group(1)
+    exec(compile(code.replace(folder, str(run_folder)), "README", "exec"), {})
+    assert capsys.readouterr().out.strip()
