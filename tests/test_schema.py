@@ -209,3 +209,16 @@ def test_splits_survive_link_neighbor_loader(data: HeteroData) -> None:
         store = batch[VAL_EDGE_TYPE]
         label = torch.stack([batch["user"].n_id[store.edge_label_index[0]], batch["item"].n_id[store.edge_label_index[1]]])
         assert torch.equal(label, val[:, store.input_id])
+
+
+def test_run_once_takes_own_names(data: HeteroData) -> None:
+    from dhmrec_pyg.training.config import TrainConfig
+    from dhmrec_pyg.training.run import run_once
+
+    cfg = TrainConfig(model="lightgcn", dataset="synthetic-tiny", epochs=1, progress=False, device="cpu")
+    model_cfg = MODELS["lightgcn"].config_class()
+    expected = run_once(cfg, model_cfg, None, data)
+    got = run_once(cfg, model_cfg, None, own_names(data), edge_type=RATES)
+    assert got["test"] == expected["test"] and got["valid"] == expected["valid"]
+    with pytest.raises(DataError, match="no val interactions"):
+        run_once(cfg, model_cfg, None, training_graph(data))

@@ -10,7 +10,7 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch_geometric.data import HeteroData
@@ -50,12 +50,16 @@ def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Di
 
 def run_once(
     cfg: TrainConfig, model_cfg: Any, out_dir: Optional[Path], data: Optional[HeteroData] = None,
-    reuse: bool = False,
+    reuse: bool = False, *, edge_type: Union[None, str, Tuple[str, str, str]] = None,
+    user: Optional[str] = None, item: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Train and evaluate one configuration; write the run folder if ``out_dir`` is given.
 
     With ``reuse``, a finished run of the same configuration already in ``out_dir``
-    (:func:`finished_run`) is returned instead of trained again.
+    (:func:`finished_run`) is returned instead of trained again. A ``data`` graph
+    with its own names is accepted with ``edge_type=`` (and ``user=`` / ``item=``),
+    as in :func:`~dhmrec_pyg.schema.as_interaction_graph`; it needs validation
+    and test interactions.
     """
     if reuse and out_dir is not None:
         done = finished_run(cfg, model_cfg, out_dir)
@@ -65,7 +69,10 @@ def run_once(
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
         # A graph handed in is checked (and put in the canonical form) before the model sees it.
-        data = load_data(cfg) if data is None else as_interaction_graph(data, require_splits=True)
+        if data is None:
+            data = load_data(cfg)
+        else:
+            data = as_interaction_graph(data, edge_type, user=user, item=item, require_splits=True)
         seed_everything(cfg.seed)
         model = build_model(cfg.model, data, model_cfg)
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()
