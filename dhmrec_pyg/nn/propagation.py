@@ -1,11 +1,13 @@
 """Multi-layer LightGCN propagation with layer averaging."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from torch import Tensor, nn
+from torch_geometric.typing import Adj
 
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
+from dhmrec_pyg.nn.sparse import SparseAdjacency
 
 
 class LightGCNPropagation(nn.Module):
@@ -37,7 +39,7 @@ class LightGCNPropagation(nn.Module):
         self.num_layers = num_layers
         self.conv = LightGCNConv()
 
-    def forward(self, x: Tensor, adj, edge_weight: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, adj: Union[Adj, SparseAdjacency], edge_weight: Optional[Tensor] = None) -> Tensor:
         """Average of the input and its ``num_layers`` propagated versions."""
         out = x
         h = x
