@@ -173,6 +173,19 @@ class DHMRecConfig(ItemGraphConfig):
         return float(self.reg_weight)  # type: ignore[arg-type]
 
 
+def item_term_share(scores: Tensor) -> float:
+    """Share of the within-user variance of ``[users, items]`` scores that one
+    user-independent term per item explains (0: none; 1: every user ranks alike).
+
+    Each user's scores are centred; the item term is the mean centred score of
+    each item over the users; the share is one minus the residual's sum of
+    squares over the centred scores' sum of squares.
+    """
+    centred = scores - scores.mean(1, keepdim=True)
+    residual = centred - centred.mean(0, keepdim=True)
+    return float(1.0 - residual.pow(2).sum() / centred.pow(2).sum().clamp_min(1e-30))
+
+
 class DHMRecOutput(NamedTuple):
     """Everything one forward pass of :class:`DHMRec` computes.
 
@@ -457,11 +470,7 @@ class DHMRec(Recommender):
         k = unit.size(0)
         if k > 1:
             diag["user_mm_cosine"] = float(((unit @ unit.t()).sum() - k) / (k * (k - 1)))
-        scores = out.user[picks] @ out.item.t()
-        centred = scores - scores.mean(1, keepdim=True)
-        item_term = centred.mean(0, keepdim=True)
-        total = centred.pow(2).sum().clamp_min(1e-30)
-        diag["item_term_share"] = float(1.0 - (centred - item_term).pow(2).sum() / total)
+        diag["item_term_share"] = item_term_share(out.user[picks] @ out.item.t())
         return diag
 
     def __repr__(self) -> str:
