@@ -24,8 +24,9 @@ size always is:
   the index is built over all items, the ``--sample`` queries are searched
   (through the same BLAS path as a full search), and the time is extrapolated
   as ``prepare + search(sample) * items / sample``.
-* hnsw: the index is built over all items with the parameters read off the
-  index ``knn_graph`` builds (or, if even that would not fit, over the largest
+* hnsw: the index is built over all items with the library's parameters and
+  builder (``knn_index_spec`` and ``build_knn_index`` of ``dhmrec_pyg.nn.knn``,
+  which ``knn_graph`` uses) (or, if even that would not fit, over the largest
   prefix of the catalogue that does, then scaled by ``n log n``), the sample is
   searched, and the search time is scaled to all items. The recall is that of
   this index.
@@ -242,12 +243,16 @@ def _blas_search(faiss):
 
 
 def _exact_sampled(x: np.ndarray, queries: np.ndarray, others: int, faiss) -> dict:
-    """The steps of the exact build (``knn_graph`` -> ``_search``) with the sample as the only queries."""
+    """The steps of the exact build (the index of ``knn_index_spec(..., method="exact")``) with the
+    sample as the only queries."""
+    from dhmrec_pyg.nn.knn import build_knn_index, knn_index_spec
+
     n = x.shape[0]
     t = time.perf_counter()
     normed = x.copy()
     faiss.normalize_L2(normed)
-    index = faiss.IndexFlatIP(x.shape[1])
+    spec = knn_index_spec(n, others + 1, include_self=True, method="exact")
+    index, resources = build_knn_index(spec, x.shape[1])  # (GPU resources, if any, live until return)
     index.add(normed)
     prepare = time.perf_counter() - t
     with _blas_search(faiss):  # the code path of the full search, whatever the sample size
@@ -260,15 +265,17 @@ def _exact_sampled(x: np.ndarray, queries: np.ndarray, others: int, faiss) -> di
 
 def _hnsw_sampled(x: np.ndarray, queries: np.ndarray, others: int, faiss, hp: dict):
     """The approximate build with the sample as the only queries: the HNSW index over all items, with
-    the parameters read off the index ``knn_graph`` builds (:func:`library_parameters`), then the
+    the library's parameters ``hp`` (:func:`library_parameters`) and its index builder, then the
     sample searched. Returns the timings and the sample's neighbours (self dropped, as ``knn_graph``)."""
+    from dhmrec_pyg.nn.knn import KNNIndexSpec, build_knn_index
+
     n = x.shape[0]
     t = time.perf_counter()
     normed = x.copy()
     faiss.normalize_L2(normed)
-    index = faiss.IndexHNSWFlat(x.shape[1], hp["M"], faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = hp["efConstruction"]
-    index.hnsw.efSearch = hp["efSearch"]
+    spec = KNNIndexSpec("hnsw", "IndexHNSWFlat", False, min(others + 1, n), hnsw_m=hp["M"],
+                        ef_construction=hp["efConstruction"], ef_search=hp["efSearch"])
+    index, _ = build_knn_index(spec, x.shape[1])
     index.add(normed)
     build = time.perf_counter() - t
     t = time.perf_counter()
@@ -296,41 +303,22 @@ def _run_worker(spec: dict) -> dict:
 
 
 def library_parameters(k: int) -> dict:
-    """The indexes and parameters ``knn_graph`` uses by default, read off the faiss objects it builds."""
-    import faiss
-
+    """The indexes and parameters ``knn_graph`` uses by default for a large catalogue
+    (:func:`~dhmrec_pyg.nn.knn.knn_index_spec`, which ``knn_graph`` builds its index from)."""
     import dhmrec_pyg.nn.knn as knn_mod
 
     sig = inspect.signature(knn_mod.knn_graph).parameters
-    seen: Dict[str, object] = {}
-    real_hnsw, real_flat = faiss.IndexHNSWFlat, faiss.IndexFlatIP
-
-    def spy_hnsw(*a):
-        seen["hnsw"] = index = real_hnsw(*a)
-        return index
-
-    def spy_flat(*a):
-        seen["flat"] = index = real_flat(*a)
-        return index
-
-    x = make_features(300, 8, centres=4, latent=2)
-    faiss.IndexHNSWFlat, faiss.IndexFlatIP = spy_hnsw, spy_flat
-    try:
-        knn_mod.knn_graph(x, k, method="hnsw")
-        knn_mod.knn_graph(x, k, method="exact")
-    finally:
-        faiss.IndexHNSWFlat, faiss.IndexFlatIP = real_hnsw, real_flat
-    hnsw = seen["hnsw"]
+    exact = knn_mod.knn_index_spec(10**6, k, method="exact")
+    hnsw = knn_mod.knn_index_spec(10**6, k, method="hnsw")
     return {
         "function": "dhmrec_pyg.nn.knn.knn_graph",
         "EXACT_MAX_ITEMS": int(knn_mod.EXACT_MAX_ITEMS),
         "defaults": {name: (p.default if p.default is not inspect.Parameter.empty else None)
                      for name, p in sig.items() if name not in ("x", "cache_dir")},
-        "exact": {"index": type(seen["flat"]).__name__, "metric": "inner product on L2-normalised rows",
-                  "gpu": bool(knn_mod._gpu_available(sig["use_gpu"].default))},
-        "approximate": {"index": type(hnsw).__name__, "metric": "inner product on L2-normalised rows",
-                        "M": int(hnsw.hnsw.nb_neighbors(1)), "efConstruction": int(hnsw.hnsw.efConstruction),
-                        "efSearch": int(hnsw.hnsw.efSearch), "gpu": False},
+        "exact": {"index": exact.index, "metric": "inner product on L2-normalised rows", "gpu": exact.gpu},
+        "approximate": {"index": hnsw.index, "metric": "inner product on L2-normalised rows",
+                        "M": hnsw.hnsw_m, "efConstruction": hnsw.ef_construction, "efSearch": hnsw.ef_search,
+                        "gpu": hnsw.gpu},
     }
 
 

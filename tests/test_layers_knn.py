@@ -88,3 +88,28 @@ def test_bad_arguments():
         knn_graph(x, 2, method="ivf")
     with pytest.raises(ValueError, match="2-D"):
         knn_graph(np.zeros(5, dtype=np.float32), 2)
+
+
+def test_index_spec_is_the_index_knn_graph_builds(monkeypatch):
+    small = knn_mod.knn_index_spec(500, k=10)
+    assert (small.method, small.index, small.neighbours, small.hnsw_m) == ("exact", "IndexFlatIP", 10, None)
+    big = knn_mod.knn_index_spec(knn_mod.EXACT_MAX_ITEMS + 1, k=10)
+    assert (big.method, big.index, big.gpu) == ("hnsw", "IndexHNSWFlat", False)
+    assert (big.hnsw_m, big.ef_construction, big.ef_search) == (32, 80, 128)
+    assert knn_mod.knn_index_spec(10**6, k=100, method="hnsw").ef_search == 200  # raised to 2x the results
+    assert knn_mod.knn_index_spec(5, k=10, include_self=False).neighbours == 5  # capped at the catalogue
+    with pytest.raises(ValueError):
+        knn_mod.knn_index_spec(10, method="ivf")
+
+    built = []
+    real = knn_mod.build_knn_index
+    monkeypatch.setattr(knn_mod, "build_knn_index", lambda spec, dim: built.append(spec) or real(spec, dim))
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    for method in ("exact", "hnsw"):
+        for include_self in (True, False):
+            knn_graph(x, 7, include_self=include_self, method=method, hnsw_m=16, ef_search=64)
+            assert built[-1] == knn_mod.knn_index_spec(300, 7, include_self=include_self, method=method,
+                                                       hnsw_m=16, ef_search=64)
+    index, resources = real(built[-1], 8)
+    assert type(index).__name__ == "IndexHNSWFlat" and resources is None
+    assert (index.hnsw.efConstruction, index.hnsw.efSearch) == (80, 64)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,26 +43,104 @@ def _gpu_available(use_gpu: Union[bool, str]) -> bool:
     return has
 
 
+@dataclass(frozen=True)
+class KNNIndexSpec:
+    """The faiss index :func:`knn_graph` searches, as :func:`knn_index_spec` resolves it.
+
+    Attributes:
+        method: ``"exact"`` or ``"hnsw"``.
+        index: the faiss class, ``"IndexFlatIP"`` or ``"IndexHNSWFlat"`` (inner-product metric; the
+            rows are L2-normalised first, so inner products are cosines).
+        gpu: whether the index runs on a GPU (the exact index only, when faiss has one).
+        neighbours: results asked of faiss per item (its own row included).
+        hnsw_m: HNSW graph degree (``None`` for the exact index).
+        ef_construction: HNSW construction breadth (``None`` for the exact index).
+        ef_search: HNSW search breadth (``None`` for the exact index).
+    """
+
+    method: str
+    index: str
+    gpu: bool
+    neighbours: int
+    hnsw_m: Optional[int] = None
+    ef_construction: Optional[int] = None
+    ef_search: Optional[int] = None
+
+
+def _resolve_method(method: str, num_items: int, exact_max_items: int) -> str:
+    if method not in ("auto", "exact", "hnsw"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
+    if method == "auto":
+        return "exact" if num_items <= exact_max_items else "hnsw"
+    return method
+
+
+def _index_spec(method: str, num: int, use_gpu: Union[bool, str], hnsw_m: int, ef_search: int) -> KNNIndexSpec:
+    if method == "exact":
+        return KNNIndexSpec("exact", "IndexFlatIP", _gpu_available(use_gpu), num)
+    if method == "hnsw":  # faiss has no GPU HNSW; the graph index runs on the CPU
+        return KNNIndexSpec("hnsw", "IndexHNSWFlat", False, num, hnsw_m=int(hnsw_m),
+                            ef_construction=max(2 * int(hnsw_m), 80), ef_search=max(int(ef_search), 2 * num))
+    raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
+
+
+def knn_index_spec(
+    num_items: int,
+    k: int = 10,
+    include_self: bool = True,
+    method: str = "auto",
+    exact_max_items: int = EXACT_MAX_ITEMS,
+    use_gpu: Union[bool, str] = "auto",
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+) -> KNNIndexSpec:
+    """The faiss index and parameters :func:`knn_graph` uses for ``num_items`` items and these arguments.
+
+    The arguments are :func:`knn_graph`'s (with the same defaults); ``num_items`` stands for
+    its feature matrix. Build the index itself with :func:`build_knn_index`.
+
+    Raises:
+        ValueError: ``k < 1`` or an unknown ``method``.
+        RuntimeError: ``use_gpu=True`` and the exact index is chosen, but faiss has no GPU.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = int(num_items)
+    method = _resolve_method(method, n, exact_max_items)
+    others = min(k - 1 if include_self else k, n - 1)
+    return _index_spec(method, max(min(others + 1, n), 1), use_gpu, hnsw_m, ef_search)
+
+
+def build_knn_index(spec: KNNIndexSpec, dim: int) -> Tuple[Any, Any]:
+    """An empty faiss index as ``spec`` describes it, for ``dim``-dimensional rows.
+
+    Returns:
+        ``(index, resources)``: the index, and the faiss GPU resources it uses (``None`` on
+        the CPU), which must be kept alive as long as the index is used.
+    """
+    import faiss
+
+    resources = None
+    if spec.method == "exact":
+        index = faiss.IndexFlatIP(dim)
+        if spec.gpu:
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, 0, index)
+    elif spec.method == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.ef_construction
+        index.hnsw.efSearch = spec.ef_search
+    else:
+        raise ValueError(f"method must be 'exact' or 'hnsw', got {spec.method!r}")
+    return index, resources
+
+
 def _search(
     x: np.ndarray, num: int, method: str, use_gpu: Union[bool, str], hnsw_m: int, ef_search: int
 ) -> np.ndarray:
     """Indices of the ``num`` largest inner products of every row of ``x`` with all rows."""
-    import faiss
-
-    dim = x.shape[1]
-    resources = None  # GPU resources must outlive the search
-    if method == "exact":
-        index = faiss.IndexFlatIP(dim)
-        if _gpu_available(use_gpu):
-            resources = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(resources, 0, index)
-    elif method == "hnsw":
-        # faiss has no GPU HNSW; the graph index runs on the CPU.
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = max(2 * hnsw_m, 80)
-        index.hnsw.efSearch = max(ef_search, 2 * num)
-    else:
-        raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
+    # GPU resources must outlive the search
+    index, resources = build_knn_index(_index_spec(method, num, use_gpu, hnsw_m, ef_search), x.shape[1])
     index.add(x)
     _, labels = index.search(x, num)
     del index, resources
@@ -174,12 +253,9 @@ def knn_graph(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if method not in ("auto", "exact", "hnsw"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'hnsw', got {method!r}")
     feats = _as_float32(x)
     n = feats.shape[0]
-    if method == "auto":
-        method = "exact" if n <= exact_max_items else "hnsw"
+    method = _resolve_method(method, n, exact_max_items)
     params = {"k": int(k), "include_self": bool(include_self), "method": method}
     if method == "hnsw":
         params.update(hnsw_m=int(hnsw_m), ef_search=int(ef_search))
