@@ -21,6 +21,22 @@ memory does not mix between pairs and a crash of one is reported, not fatal):
   epoch's first ``EXTRAPOLATION_CHECK`` batches (what ``--batches 10``, the former
   default, reported), next to the full epoch it tries to predict, with its own ratio
   to FREEDOM;
+  What that estimate leaves out (Baby, DHMRec and FREEDOM at their defaults, a
+  2-core CPU shared with other jobs, 1 thread, per-batch times from
+  ``train_epoch``'s callback): no cost that we could find. The per-epoch hook and
+  the epoch's draw take milliseconds, no parameter, gradient or Adam state holds
+  denormal floats, and epochs with an evaluation before them (as in ``fit``) take
+  no longer beyond the noise. But per-batch times swing by +-20% over stretches of several
+  batches with the load of other jobs, and 10 batches (about 9 s) sample one such
+  stretch where a full epoch (about 50 s) averages over several. Over 9 DHMRec
+  epochs the estimate was 6% short of the epoch in the median (from 17% short to 6%
+  over), over 7 FREEDOM epochs 2% over (from 4% short to 15% over), so the estimated
+  DHMRec/FREEDOM ratio ran low: in one run of 2 rounds it gave 1.04 (0.89-1.19) where
+  the same epochs timed in full gave 1.30 (1.03-1.56). FREEDOM also maps about
+  145,000 fresh pages (570 MiB) per batch against DHMRec's 1,000-3,000, so its time
+  depends more on the kernel's page zeroing and on memory bandwidth, which other
+  jobs share. Hence full epochs by default, and ``--repeats`` rounds to pair the
+  models in time;
 * **s/eval**: one full-ranking evaluation over the validation users with the
   library's :class:`~dhmrec_pyg.training.evaluate.FullRankingEvaluator`
   (final embeddings + scoring all items + top-50 metrics), as the trainer runs it
