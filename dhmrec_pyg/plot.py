@@ -48,7 +48,7 @@ def plot_history(run: Path, out_dir: Path) -> List[Path]:
         raise ConfigError(f"{path}: no epochs recorded yet")
     epochs = [int(r["epoch"]) for r in rows]
     skip = {"epoch", "train_seconds", "eval_seconds"}
-    terms = [k for k in rows[0] if k not in skip and not k.startswith("valid_")]
+    terms = [k for k in rows[0] if k not in skip and not k.startswith(("valid_", "diag_"))]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for term in terms:
         values = [float(r[term]) for r in rows if r.get(term) not in (None, "")]
@@ -70,7 +70,43 @@ def plot_history(run: Path, out_dir: Path) -> List[Path]:
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(run.name)
-    return [_save(fig, out_dir / "curves.png")]
+    paths = [_save(fig, out_dir / "curves.png")]
+    diag = [k for k in rows[0] if k.startswith("diag_")]
+    if diag:
+        paths.append(plot_diagnostics(rows, diag, run.name, out_dir))
+    return paths
+
+
+#: Panels of ``diagnostics.png``: title, and the ``diag_`` columns (by prefix) drawn in it.
+_DIAG_PANELS = (
+    ("attention entropy per view (nats)", ("diag_attn_entropy_",)),
+    ("alpha_pos / alpha_neg (17)", ("diag_alpha_pos", "diag_alpha_neg")),
+    ("||alpha_mm E_mm|| / ||E_id||", ("diag_mm_id_norm_ratio",)),
+    ("users' multimodal cosine; item-term share of score variance", ("diag_user_mm_cosine", "diag_item_term_share")),
+)
+
+
+def plot_diagnostics(rows: List[Dict[str, str]], columns: List[str], title: str, out_dir: Path) -> Path:
+    """``diagnostics.png``: a model's per-epoch ``diag_*`` columns of ``history.csv``, one panel per kind.
+
+    Columns no panel names are drawn in a last panel of their own.
+    """
+    plt = _pyplot()
+    epochs = [int(r["epoch"]) for r in rows]
+    groups = [(name, [c for c in columns if c.startswith(prefixes)]) for name, prefixes in _DIAG_PANELS]
+    placed = {c for _, cols in groups for c in cols}
+    groups = [g for g in groups if g[1]] + ([("other", [c for c in columns if c not in placed])]
+                                            if placed != set(columns) else [])
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    for ax, (name, cols) in zip(axes[0], groups):
+        for col in cols:
+            values = [float(r[col]) if r.get(col) not in (None, "") else np.nan for r in rows]
+            ax.plot(epochs, values, label=col[len("diag_"):])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: diagnostics")
+    return _save(fig, out_dir / "diagnostics.png")
 
 
 def _tsne(blocks: Dict[str, np.ndarray], seed: int) -> Dict[str, np.ndarray]:

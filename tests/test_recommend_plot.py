@@ -95,7 +95,11 @@ def test_plot_writes_curves_and_tsne(runs, tmp_path):
     out = tmp_path / "plots"
     assert main(["plot", str(runs["dhmrec"]), "--out", str(out), "--tsne-sample", "200"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["curves.png", "tsne_disentangled.png", "tsne_fused.png"]
+    assert names == ["curves.png", "diagnostics.png", "tsne_disentangled.png", "tsne_fused.png"]
+    history = (runs["dhmrec"] / "history.csv").read_text().splitlines()[0].split(",")
+    for col in ("diag_attn_entropy_common", "diag_alpha_pos", "diag_mm_id_norm_ratio", "diag_user_mm_cosine",
+                "diag_item_term_share"):
+        assert col in history
     for p in out.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
