@@ -71,10 +71,10 @@ def test_loss_is_equation_25_and_fusion_is_equation_22(data):
 def test_id_view_pruned_in_training_full_in_eval(data):
     model = build(data)
     ei = data[EDGE].edge_index
-    nnz = model.adj_pruned._nnz()
+    nnz = model.adj_pruned.nnz
     assert nnz == 2 * round(0.2 * ei.size(1))
     model.on_epoch_start(1, torch.Generator().manual_seed(5))
-    assert model.adj_pruned._nnz() == nnz
+    assert model.adj_pruned.nnz == nnz
     ego = torch.cat([model.user_emb.weight, model.item_emb.weight])
     prop = LightGCNPropagation(2)
     model.eval()

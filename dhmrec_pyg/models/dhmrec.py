@@ -302,7 +302,7 @@ class DHMRec(Recommender):
         edge_index = data[EDGE].edge_index
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
-        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout))
+        self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
         adj_ui = user_item_adjacency(edge_index, num_u, num_i, layout=layout)
         self.register_adjacency("adj_ui", adj_ui)
         # Its transpose, built once, serves the backward pass of every user aggregation.
@@ -336,10 +336,7 @@ class DHMRec(Recommender):
         )
         adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
         device = self.user_emb.weight.device
-        if device.type != "cpu":
-            adj = adj.to(device)
-            adj._dhmrec_symmetric = True  # type: ignore[attr-defined]
-        self.register_adjacency("adj_pruned", adj)
+        self.register_adjacency("adj_pruned", adj.to(device), symmetric=True)
         if self.config.prune_views:
             adj_ui = user_item_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
             adj_iu = adj_ui.t()
