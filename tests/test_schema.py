@@ -222,3 +222,19 @@ def test_run_once_takes_own_names(data: HeteroData) -> None:
     assert got["test"] == expected["test"] and got["valid"] == expected["valid"]
     with pytest.raises(DataError, match="no val interactions"):
         run_once(cfg, model_cfg, None, training_graph(data))
+
+
+def test_trainer_takes_own_names(data: HeteroData) -> None:
+    from dhmrec_pyg.training import Trainer, TrainConfig
+
+    mine = own_names(data, split_types=True)
+    cfg = TrainConfig(model="lightgcn", dataset="tiny", epochs=2, progress=False, seed=0)
+    cls = MODELS["lightgcn"]
+    results = []
+    for graph, kwargs in ((data, {}), (mine, {"edge_type": RATES})):
+        torch.manual_seed(0)
+        model = cls(graph, cls.config_class(), **kwargs)
+        results.append(Trainer(model, graph, cfg, None, model.config, **kwargs).fit())
+    assert results[0]["valid"] == results[1]["valid"] and results[0]["test"] == results[1]["test"]
+    with pytest.raises(DataError, match="found node types"):
+        Trainer(cls(data, cls.config_class()), mine, cfg)

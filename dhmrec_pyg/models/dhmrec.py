@@ -33,14 +33,14 @@ REG_TARGETS = ("final", "ego")
 #: A field set explicitly wins over its preset.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "paper": dict(
-        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, attention_scale="sqrt_n", attention_scope="all",
-        view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot", kl_temperature=1.0,
-        gate_detach=False, prune_views=False, view_dropout=0.0,
+        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, kl_align=True, attention_scale="sqrt_n",
+        attention_scope="all", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
+        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
     ),
-    "default": dict(  # provisional: the paper's until the selection on validation lands
-        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, attention_scale="sqrt_n", attention_scope="all",
-        view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot", kl_temperature=1.0,
-        gate_detach=False, prune_views=False, view_dropout=0.0,
+    "default": dict(
+        reg_weight=1e-4, ln_gain="0.015", gamma_kl=1.0, kl_align=False, attention_scale="l2",
+        attention_scope="all", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
+        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
     ),
 }
 
@@ -69,7 +69,7 @@ class DHMRecConfig(ItemGraphConfig):
         disentangle: ``False`` is the *w/o DIS* ablation.
         fusion: ``"attention"`` or ``"mean"`` (the *w/o AF* ablation).
         attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
-        kl_align: ``False`` is the *w/o KL* ablation.
+        kl_align: ``False`` is the *w/o KL* ablation *(preset)*.
         item_graphs: ``False`` is the *w/o II* ablation.
         ln_gain: initial gain of the layer norms of equation (18) *(preset)*:
             ``"unit"`` is :math:`1/\sqrt{d_k}`, so each view's rows start at
@@ -109,7 +109,7 @@ class DHMRecConfig(ItemGraphConfig):
     disentangle: bool = True
     fusion: str = "attention"
     attention: str = "posneg"
-    kl_align: bool = True
+    kl_align: Optional[bool] = None
     item_graphs: bool = True
     ln_gain: str = ""
     attention_scale: str = ""

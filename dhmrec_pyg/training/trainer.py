@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from dhmrec_pyg import io as dio
 from dhmrec_pyg.models import MODELS, Recommender
 from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.schema import as_interaction_graph, split_edge_index
 from dhmrec_pyg.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng_state,
@@ -112,12 +113,12 @@ def build_model(name: str, data: HeteroData, model_config: Any) -> Recommender:
 
 
 def make_evaluators(data: HeteroData, cfg: TrainConfig) -> Dict[str, FullRankingEvaluator]:
-    """Validation and test evaluators of a dataset."""
+    """Validation and test evaluators of a dataset (a graph in the canonical form)."""
     store = data[EDGE]
     n_u, n_i = int(data["user"].num_nodes), int(data["item"].num_nodes)
     return {
         split: FullRankingEvaluator(
-            store.edge_index, getattr(store, f"{split}_edge_index"), n_u, n_i, cfg.ks, cfg.eval_batch_size
+            store.edge_index, split_edge_index(data, split), n_u, n_i, cfg.ks, cfg.eval_batch_size
         )
         for split in ("val", "test")
     }
@@ -156,6 +157,9 @@ class Trainer:
         out_dir: run folder; ``None`` keeps everything in memory (no checkpoints,
             and Ctrl-C raises ``KeyboardInterrupt`` as usual).
         model_config: the model's config, written to ``config.yaml``.
+        edge_type, user, item: the graph's own names for the interaction edge
+            type and the node types (see :func:`~dhmrec_pyg.data.as_interaction_graph`);
+            checked up front, with an error listing what was expected and found.
     """
 
     def __init__(
@@ -165,7 +169,12 @@ class Trainer:
         cfg: TrainConfig,
         out_dir: Optional[Path] = None,
         model_config: Any = None,
+        *,
+        edge_type: Union[None, str, Sequence[str]] = None,
+        user: Optional[str] = None,
+        item: Optional[str] = None,
     ) -> None:
+        data = as_interaction_graph(data, edge_type, user=user, item=item, require_splits=True)
         self.cfg = cfg
         self.dist = ddist.current()
         self.device = resolve_device(cfg.device)
