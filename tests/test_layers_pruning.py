@@ -57,3 +57,15 @@ def test_single_draw_probabilities_follow_weights():
         e = degree_sensitive_prune(ei, 2, 2, 1 / 3, g)
         hits[(ei.t() == e.t()).all(-1).nonzero()[0, 0]] += 1
     assert torch.allclose(hits / trials, w / w.sum(), atol=0.03)
+
+
+def test_bipartite_norm_weights_is_inverse_sqrt_degree_product():
+    """One home for 1/sqrt(d_u d_i): user_item_adjacency's entries are these weights."""
+    from dhmrec_pyg.nn import bipartite_norm_weights, user_item_adjacency
+
+    edges = torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]])
+    w = bipartite_norm_weights(edges, 3, 2)
+    expected = torch.tensor([1 / (2 * 1) ** 0.5, 1 / (2 * 3) ** 0.5, 1 / 3 ** 0.5, 1 / 3 ** 0.5])
+    torch.testing.assert_close(w, expected)
+    dense = user_item_adjacency(edges, 3, 2, layout="coo").to_dense()
+    torch.testing.assert_close(dense[edges[0], edges[1]], w)

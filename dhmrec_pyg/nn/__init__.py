@@ -1,5 +1,6 @@
 """Reusable PyG layers of DHMRec and its baselines."""
 from dhmrec_pyg.nn.graph import (
+    bipartite_norm_weights,
     bipartite_to_homogeneous,
     is_torch_sparse,
     normalized_adjacency,
@@ -52,6 +53,7 @@ __all__ = [
     "user_item_adjacency",
     "LightGCNConv",
     "LightGCNPropagation",
+    "bipartite_norm_weights",
     "bipartite_to_homogeneous",
     "is_torch_sparse",
     "normalized_adjacency",

@@ -53,6 +53,30 @@ def sym_norm_weights(
     return inv_sqrt[edge_index[0]] * edge_weight * inv_sqrt[edge_index[1]]
 
 
+def bipartite_norm_weights(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
+    r"""Weights :math:`1/\sqrt{d_u d_i}` of the user-item edges ``edge_index``.
+
+    :math:`d_u, d_i` are the degrees (interaction counts) of the user and the item in
+    ``edge_index`` itself; entry :math:`(u, i)` of the user-item block of the
+    normalised adjacency of equation (7), used by
+    :func:`~dhmrec_pyg.nn.user_item_adjacency`, :class:`~dhmrec_pyg.nn.UserAggregation`
+    and :func:`~dhmrec_pyg.nn.degree_sensitive_prune`.
+
+    Args:
+        edge_index: ``[2, E]`` user and item indices (row 0 users, row 1 items).
+        num_users: number of users.
+        num_items: number of items.
+
+    Returns:
+        ``[E]`` float32 weights on ``edge_index``'s device.
+    """
+    users, items = edge_index[0], edge_index[1]
+    ones = torch.ones(users.numel(), device=edge_index.device)
+    deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
+    deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
+    return deg_u[users].rsqrt() * deg_i[items].rsqrt()
+
+
 def sparse_matrix(index: Tensor, value: Tensor, shape: tuple, layout: str = "csr") -> Tensor:
     """A coalesced ``torch.sparse`` matrix of the given ``shape`` from ``[2, E]`` indices.
 

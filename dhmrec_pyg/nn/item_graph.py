@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import spmm
 
-from dhmrec_pyg.nn.graph import is_torch_sparse, sparse_matrix, sym_norm_weights
+from dhmrec_pyg.nn.graph import bipartite_norm_weights, is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
 from dhmrec_pyg.schema import check_edge_index
@@ -223,11 +223,7 @@ def user_item_adjacency(edge_index: Tensor, num_users: int, num_items: int, layo
         DataError: (a ``ValueError``) naming the first user or item id out of range.
     """
     check_edge_index(edge_index, "edge_index", num_users, num_items)
-    users, items = edge_index[0], edge_index[1]
-    ones = torch.ones(users.numel(), device=edge_index.device)
-    deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
-    deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
-    weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
+    weight = bipartite_norm_weights(edge_index, num_users, num_items)
     return sparse_matrix(edge_index, weight, (num_users, num_items), layout)
 
 
@@ -277,10 +273,7 @@ class UserAggregation(MessagePassing):
         if num_users is None:
             raise ValueError("UserAggregation needs num_users when given an edge_index")
         users, items = adj[0], adj[1]
-        ones = torch.ones(users.numel(), device=x.device)
-        deg_u = torch.zeros(num_users, device=x.device).scatter_add_(0, users, ones)
-        deg_i = torch.zeros(x.size(0), device=x.device).scatter_add_(0, items, ones)
-        weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
+        weight = bipartite_norm_weights(adj, num_users, x.size(0))
         flow = torch.stack([items, users])  # messages go item -> user
         return self.propagate(flow, x=(x, None), edge_weight=weight, size=(x.size(0), num_users))
 

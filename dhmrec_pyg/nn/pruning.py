@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from dhmrec_pyg.nn.graph import bipartite_norm_weights
+
 
 def degree_sensitive_prune(
     edge_index: Tensor,
@@ -59,11 +61,7 @@ def degree_sensitive_prune(
     if keep_ratio >= 1.0 or num_edges == 0:
         return edge_index
     num_keep = max(1, int(round(keep_ratio * num_edges)))
-    users, items = edge_index[0], edge_index[1]
-    ones = torch.ones(num_edges, device=edge_index.device)
-    deg_u = torch.zeros(num_users, device=edge_index.device).scatter_add_(0, users, ones)
-    deg_i = torch.zeros(num_items, device=edge_index.device).scatter_add_(0, items, ones)
-    weight = deg_u[users].rsqrt() * deg_i[items].rsqrt()
+    weight = bipartite_norm_weights(edge_index, num_users, num_items)
     uniform = torch.rand(num_edges, generator=generator).to(edge_index.device)
     # key = log(U) / w: the largest keys are a weighted sample without replacement.
     keys = torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)) / weight
