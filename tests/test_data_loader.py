@@ -214,7 +214,7 @@ def test_feature_files_disagree(tmp_path: Path) -> None:
 def test_non_finite_features(tmp_path: Path, value: float, text: str) -> None:
     x = feats(3, 4).astype(np.float64)
     x[2, 1] = value
-    with pytest.raises(DataError, match=rf"image_feat\.npy: array holds a non-finite value \({text}.*row 2 \(item 2\), column 1"):
+    with pytest.raises(DataError, match=rf"image_feat\.npy: non-finite feature value \({text}.*item 2 \(row 2\), feature column 1"):
         load_mmrec(make_folder(tmp_path, HEADER + GOOD_ROWS, {"image": x}))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,9 @@ KNOWN_DATASETS: dict[str, dict[str, int]] = {
 }
 
 _FEAT_SUFFIX = "_feat.npy"
-_MODALITY_RE = re.compile(r"^[A-Za-z0-9_]+$")
+#: A modality name (the ``<modality>`` of ``<modality>_feat.npy`` and ``x_<modality>``): letters,
+#: digits and underscores. The one definition, shared with :mod:`dhmrec_pyg.data.prepare`.
+MODALITY_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _MAX_ID = 2**31 - 1
 
 
@@ -111,7 +113,7 @@ def find_mmrec_files(folder: str | Path, name: str | None = None) -> tuple[Path,
         if not path.is_file():
             continue
         modality = path.name[: -len(_FEAT_SUFFIX)]
-        if not _MODALITY_RE.match(modality):
+        if not MODALITY_NAME_RE.match(modality):
             raise DataError(
                 f"{path.name}: modality name {modality!r} must be non-empty and use only letters, "
                 "digits and underscores"
@@ -264,18 +266,39 @@ def read_features(path: str | Path) -> np.ndarray:
         raise DataError(f"{fname}: array must be 2-D (items x features), found shape {arr.shape}")
     if arr.shape[1] == 0:
         raise DataError(f"{fname}: array has shape {arr.shape}, expected at least one feature column")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = np.ascontiguousarray(arr, dtype=np.float32)
+    x = finite_float32(arr, fname)
     del arr
-    finite_rows = np.isfinite(x).all(axis=1)
+    return x
+
+
+def finite_float32(
+    x: np.ndarray, source: str | Path, describe_row: Callable[[int], str] | None = None
+) -> np.ndarray:
+    """``x`` as a C-contiguous float32 matrix, refusing NaN and inf (also after the conversion).
+
+    The one check of feature values, for MMRec feature files (:func:`read_features`) and the
+    feature files :func:`~dhmrec_pyg.data.prepare.prepare_dataset` reads.
+
+    Args:
+        x: a 2-D numeric array, one row per item.
+        source: the file named in the error.
+        describe_row: the item a row holds, for the error (default: ``"item R (row R)"``).
+
+    Raises:
+        DataError: naming ``source``, the first non-finite value, its item and its column.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    finite_rows = np.isfinite(x32).all(axis=1)
     if not finite_rows.all():
         row = int(np.flatnonzero(~finite_rows)[0])
-        col = int(np.flatnonzero(~np.isfinite(x[row]))[0])
+        col = int(np.flatnonzero(~np.isfinite(x32[row]))[0])
+        item = describe_row(row) if describe_row is not None else f"item {row} (row {row})"
         raise DataError(
-            f"{fname}: array holds a non-finite value ({x[row, col]}, NaN/inf or beyond float32 range) "
-            f"in row {row} (item {row}), column {col}"
+            f"{source}: non-finite feature value ({x32[row, col]}: NaN, inf or beyond float32 range) "
+            f"for {item}, feature column {col}"
         )
-    return x
+    return x32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,7 +569,7 @@ def write_mmrec(
     feat_arrays: dict[str, np.ndarray] = {}
     max_item = int(columns["itemID"].max()) if n else -1
     for modality, x in features.items():
-        if not _MODALITY_RE.match(modality):
+        if not MODALITY_NAME_RE.match(modality):
             raise DataError(f"write_mmrec: modality name {modality!r} must use only letters, digits, underscores")
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if arr.ndim != 2 or arr.dtype.kind not in "iuf":

@@ -52,7 +52,6 @@ import dataclasses
 import datetime as _dt
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -64,7 +63,7 @@ import numpy as np
 
 from ..io import atomic_write, write_json
 from .errors import DataError
-from .io import write_mmrec
+from .io import MODALITY_NAME_RE, finite_float32, write_mmrec
 from .split import chronological_split, mmrec_split
 
 __all__ = [
@@ -78,7 +77,6 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("mmrec", "chronological")
 FILLS: tuple[str, ...] = ("mean", "zeros")
-_MODALITY_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _ID_HEADER_NAMES = {"id", "item", "item_id", "itemid"}
 _CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -384,17 +382,7 @@ def _is_number(text: str) -> bool:
 
 def _check_feature_values(path: Path, ids: list[str], x: np.ndarray, where: list[str]) -> np.ndarray:
     """Convert to float32 and refuse NaN / inf, naming the file, the row's ID and its place."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
-    ok = np.isfinite(x32).all(axis=1)
-    if not ok.all():
-        r = int(np.flatnonzero(~ok)[0])
-        c = int(np.flatnonzero(~np.isfinite(x32[r]))[0])
-        raise DataError(
-            f"{path}: non-finite feature value ({x32[r, c]}: NaN, inf or beyond float32 range) for item "
-            f"{ids[r]!r} ({where[r]}), feature column {c}"
-        )
-    return x32
+    return finite_float32(x, path, lambda r: f"item {ids[r]!r} ({where[r]})")
 
 
 def _check_unique(path: Path, ids: list[str], where: list[str]) -> None:
@@ -745,7 +733,7 @@ def prepare_dataset(
     else:
         features_and_text = list(features)
     for m in features_and_text:
-        if not _MODALITY_RE.match(m):
+        if not MODALITY_NAME_RE.match(m):
             raise DataError(f"modality name {m!r} must be non-empty and use only letters, digits and underscores")
     for m, p in features.items():
         _check_file(Path(p), f"feature file of modality {m!r}")
