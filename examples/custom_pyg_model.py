@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dhmrec_pyg.data import make_synthetic, modalities
-from dhmrec_pyg.models import bpr_loss
+from dhmrec_pyg.models import bpr_loss_from_embeddings
 from dhmrec_pyg.nn import (
     LightGCNConv,
     PosNegAttention,
@@ -84,7 +84,7 @@ def main(steps: int = 30, seed: int = 0) -> float:
         for users, pos, neg in sampler.epoch(generator):
             user_emb, item_emb = model()
             u = user_emb[users]
-            loss = bpr_loss((u * item_emb[pos]).sum(-1), (u * item_emb[neg]).sum(-1))
+            loss = bpr_loss_from_embeddings(u, item_emb[pos], item_emb[neg])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,7 +1,14 @@
 """Models: DHMRec and the baselines it is compared with."""
 from typing import Dict, Type
 
-from dhmrec_pyg.models.base import ItemGraphConfig, ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import (
+    ItemGraphConfig,
+    ModelConfig,
+    Recommender,
+    bpr_loss,
+    bpr_loss_from_embeddings,
+    l2_reg,
+)
 from dhmrec_pyg.models.bpr import BPRMF, BPRConfig
 from dhmrec_pyg.models.dhmrec import DHMRec, DHMRecConfig
 from dhmrec_pyg.models.freedom import FREEDOM, FREEDOMConfig
@@ -33,5 +40,6 @@ __all__ = [
     "ModelConfig",
     "Recommender",
     "bpr_loss",
+    "bpr_loss_from_embeddings",
     "l2_reg",
 ]

@@ -103,6 +103,17 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     return -torch.nn.functional.logsigmoid(pos_scores - neg_scores).mean()
 
 
+def bpr_loss_from_embeddings(users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+    r""":func:`bpr_loss` of inner-product scores: :math:`\hat{y}_{ui} = \mathbf{e}_u^\top \mathbf{e}_i`.
+
+    Args:
+        users: ``[B, d]`` user embeddings of the batch.
+        pos_items: ``[B, d]`` embeddings of their positive items.
+        neg_items: ``[B, d]`` embeddings of their negative items.
+    """
+    return bpr_loss((users * pos_items).sum(-1), (users * neg_items).sum(-1))
+
+
 def l2_reg(*embeddings: Tensor) -> Tensor:
     r"""Squared L2 norm of the given batch embeddings divided by the batch size.
 
@@ -236,8 +247,12 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         :meth:`score`), so the two matrices can go to any inner-product search
         index. Call it in ``eval()`` mode under ``torch.no_grad()``: training mode
         may use the training-time graph (e.g. a pruned one).
+
+        The default returns ``forward().user`` and ``forward().item``, for models whose
+        :meth:`forward` returns an output with those two fields (DHMRec, FREEDOM, LGMRec).
         """
-        raise NotImplementedError
+        out = self.forward()
+        return out.user, out.item
 
     @torch.no_grad()
     def recommend(

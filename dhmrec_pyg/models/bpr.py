@@ -7,7 +7,7 @@ from typing import Dict, Tuple
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
 
 
 @dataclass
@@ -44,6 +44,6 @@ class BPRMF(Recommender):
     def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
         """BPR plus L2 on the batch's embeddings."""
         u, p, n = self.user_emb(users), self.item_emb(pos_items), self.item_emb(neg_items)
-        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        bpr = bpr_loss_from_embeddings(u, p, n)
         reg = l2_reg(u, p, n)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}

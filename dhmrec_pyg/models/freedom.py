@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss, item_modalities
+from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss_from_embeddings, item_modalities
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import COMMON_VIEW, ItemGraphPropagation, build_item_graphs
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
@@ -208,11 +208,6 @@ class FREEDOM(Recommender):
         user, item_ui = e[: self.num_users], e[self.num_users :]
         return FREEDOMOutput(user=user, item=item_ui + item_ii, item_ui=item_ui, item_ii=item_ii)
 
-    def embeddings(self) -> Tuple[Tensor, Tensor]:
-        """Final user and item embeddings."""
-        out = self.forward()
-        return out.user, out.item
-
     def projected_features(self, modality: str, items: Tensor) -> Tensor:
         """:math:`f_m(\\mathbf{x}^m_i)` for the given items."""
         return self.projections[modality](self.features[modality][items])
@@ -224,12 +219,12 @@ class FREEDOM(Recommender):
         """
         out = self.forward()
         u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
-        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        bpr = bpr_loss_from_embeddings(u, p, n)
         terms: Dict[str, Tensor] = {"bpr": bpr}
         modality_total = bpr.new_zeros(())
         for m in self.modalities:
             fp, fn = self.projected_features(m, pos_items), self.projected_features(m, neg_items)
-            term = bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
+            term = bpr_loss_from_embeddings(u, fp, fn)
             terms[f"bpr_{m}"] = term
             modality_total = modality_total + term
         return {"loss": bpr + self.config.reg_weight * modality_total, **terms}

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, item_modalities, l2_reg
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss_from_embeddings, item_modalities, l2_reg
 from dhmrec_pyg.nn.graph import normalized_adjacency, sparse_matrix
 from dhmrec_pyg.nn.hypergraph import HyperedgeMembership, HyperedgePropagation, info_nce
 from dhmrec_pyg.nn.item_graph import ItemGraphPropagation, UserAggregation
@@ -240,11 +240,6 @@ class LGMRec(Recommender):
             local=local, hyper_user=hyper_user, hyper_item=hyper_item, global_=global_,
         )
 
-    def embeddings(self) -> Tuple[Tensor, Tensor]:
-        """Final user and item embeddings."""
-        out = self.forward()
-        return out.user, out.item
-
     def contrastive_loss(self, out: LGMRecOutput, users: Tensor, pos_items: Tensor) -> Tensor:
         """Hypergraph contrastive loss between modalities, averaged over modality pairs."""
         pairs = list(itertools.combinations(range(len(self.modalities)), 2))
@@ -266,7 +261,7 @@ class LGMRec(Recommender):
         cfg = self.config
         out = self.forward()
         u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
-        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        bpr = bpr_loss_from_embeddings(u, p, n)
         cl = self.contrastive_loss(out, users, pos_items)
         reg = l2_reg(u, p, n)
         return {"loss": bpr + cfg.cl_weight * cl + cfg.reg_weight * reg, "bpr": bpr, "cl": cl, "reg": reg}

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss, l2_reg
+from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
 from dhmrec_pyg.nn import LightGCNPropagation, normalized_adjacency
 
 
@@ -65,6 +65,6 @@ class LightGCN(Recommender):
         """BPR on propagated embeddings plus L2 on the batch's ego embeddings."""
         user_all, item_all = self.embeddings()
         u, p, n = user_all[users], item_all[pos_items], item_all[neg_items]
-        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        bpr = bpr_loss_from_embeddings(u, p, n)
         reg = l2_reg(self.user_emb(users), self.item_emb(pos_items), self.item_emb(neg_items))
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
