@@ -15,7 +15,6 @@ from dhmrec_pyg.training.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
-    load_run_config,
     load_yaml_config,
 )
 
@@ -269,24 +268,19 @@ def _check_resume(args: argparse.Namespace) -> Path:
 def _resume(args: argparse.Namespace) -> int:
     """``dhmrec train --resume RUN_FOLDER``."""
     from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from dhmrec_pyg.training.config import build_dataclass
-    from dhmrec_pyg.training.run import load_data
+    from dhmrec_pyg.training.run import build_run, read_run_config
     from dhmrec_pyg.training import distributed as ddist
-    from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
+    from dhmrec_pyg.training.trainer import Trainer
 
     _on_main(_check_resume, args)
     run = Path(args.resume)
     main_rank = ddist.is_main_process()
-    raw = load_run_config(run / "config.yaml")
-    train_values = dict(raw["train"])
+    overrides: Dict[str, Any] = {}
     if args.quiet:
-        train_values["progress"] = False
+        overrides["progress"] = False
     if args.device is not None:
-        train_values["device"] = args.device
-    cfg = build_dataclass(TrainConfig, train_values, "training")
-    if cfg.model not in MODELS:
-        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
-    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+        overrides["device"] = args.device
+    cfg, model_cfg = read_run_config(run, **overrides)
     if (run / CHECKPOINT_NAME).is_file():
         load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
     elif main_rank:
@@ -297,9 +291,7 @@ def _resume(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
-        data = load_data(cfg)
-        seed_everything(cfg.seed)
-        model = build_model(cfg.model, data, model_cfg)
+        data, model = build_run(cfg, model_cfg)
     result = Trainer(model, data, cfg, run, model_cfg).fit(resume=True)
     if main_rank:
         _print_result(result, run)

@@ -69,12 +69,9 @@ def run_once(
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
         # A graph handed in is checked (and put in the canonical form) before the model sees it.
-        if data is None:
-            data = load_data(cfg)
-        else:
+        if data is not None:
             data = as_interaction_graph(data, edge_type, user=user, item=item, require_splits=True)
-        seed_everything(cfg.seed)
-        model = build_model(cfg.model, data, model_cfg)
+        data, model = build_run(cfg, model_cfg, data)
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()
 
 
@@ -258,6 +255,41 @@ class LoadedRun(NamedTuple):
     data: HeteroData
 
 
+def read_run_config(run_folder: str | Path, **train_overrides: Any) -> Tuple[TrainConfig, Any]:
+    """A run folder's training and model configs, as the run used them.
+
+    Reads ``config.yaml`` with :func:`~dhmrec_pyg.training.config.load_run_config` (options the
+    run predates at the value it used). ``train_overrides`` replace training options before the
+    config is checked (e.g. ``device``, ``progress``). Shared by :func:`load_run` and
+    ``dhmrec train --resume``.
+
+    Raises:
+        ConfigError: an unreadable or invalid config, or an unknown model.
+    """
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import build_dataclass, load_run_config
+
+    path = Path(run_folder) / "config.yaml"
+    raw = load_run_config(path)
+    cfg = build_dataclass(TrainConfig, {**raw["train"], **train_overrides}, "training")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"{path}: unknown model {cfg.model!r}")
+    return cfg, build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+
+
+def build_run(cfg: TrainConfig, model_cfg: Any, data: Optional[HeteroData] = None) -> Tuple[HeteroData, Any]:
+    """The data and the freshly built model of a run, exactly as training builds them.
+
+    Loads the dataset the config names unless ``data`` is given, seeds every generator with the
+    run's seed, then builds the model (so its initial weights are the run's). Shared by
+    :func:`run_once`, :func:`load_run` and ``dhmrec train --resume``.
+    """
+    if data is None:
+        data = load_data(cfg)
+    seed_everything(cfg.seed)
+    return data, build_model(cfg.model, data, model_cfg)
+
+
 def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
     """Rebuild a saved run: its config, its dataset and its model with the best weights.
 
@@ -273,9 +305,7 @@ def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
     Raises:
         ConfigError: the folder is missing, is not a run folder, or names an unknown model.
     """
-    from dhmrec_pyg.models import MODELS
-    from dhmrec_pyg.training.config import build_dataclass, load_run_config
-    from dhmrec_pyg.training.trainer import build_model, resolve_device
+    from dhmrec_pyg.training.trainer import resolve_device
 
     run = Path(run_folder)
     if not run.is_dir():
@@ -283,16 +313,8 @@ def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
     for name in ("config.yaml", "best.pt"):
         if not (run / name).is_file():
             raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
-    raw = load_run_config(run / "config.yaml")
-    cfg = build_dataclass(TrainConfig, raw["train"], "training")
-    if device is not None:
-        cfg = replace(cfg, device=device)
-    if cfg.model not in MODELS:
-        raise ConfigError(f"{run / 'config.yaml'}: unknown model {cfg.model!r}")
-    model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
-    data = load_data(cfg)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, data, model_cfg)
+    cfg, model_cfg = read_run_config(run, **({} if device is None else {"device": device}))
+    data, model = build_run(cfg, model_cfg)
     model.load_state_dict(dio.load_tensors(run / "best.pt"))
     model.to(resolve_device(cfg.device)).eval()
     return LoadedRun(cfg, model_cfg, model, data)
