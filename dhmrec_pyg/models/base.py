@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg.errors import DataError
+from dhmrec_pyg.nn.graph import normalized_adjacency
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
+from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 from dhmrec_pyg.nn.sparse import SparseAdjacency
 from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 
@@ -239,6 +241,33 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Hook run before each training epoch (e.g. resample a pruned graph)."""
+
+    def resample_pruned_graph(
+        self, edge_index: Tensor, keep_ratio: float, generator: torch.Generator, layout: str = "csr",
+    ) -> Optional[Tensor]:
+        """Draw this epoch's degree-pruned user-item graph and keep it as ``adj_pruned``.
+
+        FREEDOM's denoising, which DHMRec's ID view shares: keep ``keep_ratio`` of the
+        training edges (:func:`~dhmrec_pyg.nn.degree_sensitive_prune`), re-normalise the kept
+        graph (:func:`~dhmrec_pyg.nn.normalized_adjacency`) and register it, symmetric, on the
+        model's device. Nothing is drawn when ``keep_ratio`` >= 1 (no pruning).
+
+        Args:
+            edge_index: ``[2, E]`` training interactions (CPU: the draw is the same on every device).
+            keep_ratio: share of the edges kept, in ``(0, 1]``.
+            generator: the epoch's random source.
+            layout: ``"csr"`` or ``"coo"`` storage of the adjacency.
+
+        Returns:
+            The kept ``[2, E']`` edges, or ``None`` when nothing was drawn.
+        """
+        if keep_ratio >= 1.0:
+            return None
+        kept = degree_sensitive_prune(edge_index, self.num_users, self.num_items, keep_ratio, generator)
+        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=layout)
+        device = next(self.parameters(), self.train_edge_index).device
+        self.register_adjacency("adj_pruned", adj.to(device), symmetric=True)
+        return kept
 
     def embeddings(self) -> Tuple[Tensor, Tensor]:
         """Final user and item embeddings, ``([U, d], [I, d])``, for scoring and export.

@@ -331,13 +331,10 @@ class DHMRec(Recommender):
             self.fusion.reset_parameters()
 
     def _resample_pruned(self, generator: torch.Generator) -> None:
-        kept = degree_sensitive_prune(
-            self._train_edges, self.num_users, self.num_items, self.config.keep_ratio, generator
-        )
-        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
-        device = self.user_emb.weight.device
-        self.register_adjacency("adj_pruned", adj.to(device), symmetric=True)
-        if self.config.prune_views:
+        cfg = self.config
+        kept = self.resample_pruned_graph(self._train_edges, cfg.keep_ratio, generator, cfg.sparse_layout)
+        if kept is not None and self.config.prune_views:
+            device = self.user_emb.weight.device
             adj_ui = user_item_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
             adj_iu = adj_ui.t()
             adj_iu = adj_iu.to_sparse_csr() if self.config.sparse_layout == "csr" else adj_iu.coalesce()
@@ -345,9 +342,8 @@ class DHMRec(Recommender):
             self.register_adjacency("adj_iu_pruned", adj_iu.to(device))
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
-        """Resample the degree-pruned graph of the ID view."""
-        if self.config.keep_ratio < 1.0:
-            self._resample_pruned(generator)
+        """Resample the degree-pruned graph of the ID view (and, with ``prune_views``, of the views)."""
+        self._resample_pruned(generator)
 
     def forward(self, rows: Optional[Tensor] = None) -> DHMRecOutput:
         """All embeddings of one pass (training mode: ID view on the pruned graph).

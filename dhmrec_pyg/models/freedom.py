@@ -12,7 +12,6 @@ from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss_
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import COMMON_VIEW, ItemGraphPropagation, build_item_graphs
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
-from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 
 @dataclass
@@ -164,8 +163,7 @@ class FREEDOM(Recommender):
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
-        if config.dropout > 0:
-            self._resample_pruned(torch.Generator().manual_seed(0))
+        self.resample_pruned_graph(self._train_edges, 1.0 - config.dropout, torch.Generator().manual_seed(0), layout)
         graphs = build_item_graphs(
             data, k=config.knn_k, beta=config.image_weight, visual_modality=config.visual_modality or None,
             include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
@@ -188,17 +186,9 @@ class FREEDOM(Recommender):
         for proj in self.projections.values():
             proj.reset_parameters()
 
-    def _resample_pruned(self, generator: torch.Generator) -> None:
-        kept = degree_sensitive_prune(
-            self._train_edges, self.num_users, self.num_items, 1.0 - self.config.dropout, generator
-        )
-        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
-        self.register_adjacency("adj_pruned", adj.to(self.user_emb.weight.device), symmetric=True)
-
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned user-item graph (FREEDOM's ``pre_epoch_processing``)."""
-        if self.config.dropout > 0:
-            self._resample_pruned(generator)
+        self.resample_pruned_graph(self._train_edges, 1.0 - self.config.dropout, generator, self.config.sparse_layout)
 
     def forward(self) -> FREEDOMOutput:
         """All embeddings (training mode: pruned user-item graph; eval: full graph)."""
