@@ -1,10 +1,12 @@
 """The small protocol between models and the trainer."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +21,68 @@ from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 
 #: The interaction edge type (defined once, in :mod:`dhmrec_pyg.schema`).
 EDGE = EDGE_TYPE
+
+
+def _complement(value: float) -> float:
+    """``1 - value``, rounded to 12 decimals so that ``0.8`` gives ``0.2``, not ``0.19999999999999996``."""
+    return round(1.0 - float(value), 12)
+
+
+#: Other names accepted for an option, each with the option it sets and how its value
+#: converts: FREEDOM's reference names. ``dropout`` (share of the user-item edges pruned
+#: each epoch) sets ``keep_ratio`` to ``1 - dropout``; ``image_weight`` (FREEDOM's
+#: ``mm_image_weight``) is ``beta``. One name per knob is stored (``keep_ratio``, ``beta``);
+#: configs (Python constructors of configs decorated with :func:`accepts_aliases`, YAML files,
+#: ``--set``, ``--grid``, a run's ``config.yaml``) accept either.
+OPTION_ALIASES: Dict[str, Tuple[str, Callable[[float], float]]] = {
+    "dropout": ("keep_ratio", _complement),
+    "image_weight": ("beta", float),
+}
+
+
+def resolve_aliases(config_class: type, values: Mapping[str, Any]) -> Dict[str, Any]:
+    """``values`` with every name of :data:`OPTION_ALIASES` turned into the option it sets.
+
+    Only aliases of an option ``config_class`` has, and that are not themselves options of it,
+    are translated; other keys pass through unchanged.
+
+    Raises:
+        ValueError: an option is given under both of its names.
+    """
+    names = {f.name for f in dataclasses.fields(config_class)}
+    out: Dict[str, Any] = {}
+    for key, value in values.items():
+        target, convert = OPTION_ALIASES.get(key, (None, None))
+        if target is None or key in names or target not in names:
+            out[key] = value
+            continue
+        if target in values:
+            raise ValueError(f"{key!r} is another name of {target!r}: give only one of them")
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        out[target] = value if number is None else convert(number)  # a bad value fails in the config's checks
+    return out
+
+
+ConfigT = TypeVar("ConfigT", bound=type)
+
+
+def accepts_aliases(config_class: ConfigT) -> ConfigT:
+    """Class decorator: the dataclass ``config_class`` also takes the :data:`OPTION_ALIASES` names.
+
+    ``FREEDOMConfig(dropout=0.9)`` is ``FREEDOMConfig(keep_ratio=0.1)``; the config stores
+    the option's own name only.
+    """
+    init = config_class.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **resolve_aliases(config_class, kwargs))
+
+    config_class.__init__ = __init__  # type: ignore[misc]
+    return config_class
 
 
 @dataclass

@@ -8,12 +8,20 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss_from_embeddings, item_modalities
+from dhmrec_pyg.models.base import (
+    EDGE,
+    ItemGraphConfig,
+    Recommender,
+    accepts_aliases,
+    bpr_loss_from_embeddings,
+    item_modalities,
+)
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import COMMON_VIEW, ItemGraphPropagation, build_item_graphs
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
 
 
+@accepts_aliases
 @dataclass
 class FREEDOMConfig(ItemGraphConfig):
     """FREEDOM hyper-parameters (defaults: the public code's ``FREEDOM.yaml``).
@@ -26,26 +34,43 @@ class FREEDOMConfig(ItemGraphConfig):
         reg_weight: weight of the modality BPR terms (FREEDOM's ``reg_weight``,
             grid {0, 1e-5, 1e-4, 1e-3}; the public config fixes no single
             value, 1e-4 here; tune it on validation).
-        image_weight: weight of the visual-like modality in the mixed item-item
-            graph (``mm_image_weight`` 0.1); see
-            :func:`~dhmrec_pyg.nn.item_graph.common_view_weights`.
-        dropout: share of user-item edges pruned each epoch (0.8; grid {0.8, 0.9});
-            0 disables the pruning.
+        beta: weight of the visual-like modality in the mixed item-item graph
+            (0.1; DHMRec's name); see :func:`~dhmrec_pyg.nn.item_graph.common_view_weights`.
+            Also accepted as ``image_weight`` (FREEDOM's ``mm_image_weight``).
+        keep_ratio: share of user-item edges kept each epoch (0.2); 1 disables the
+            pruning. Also accepted as FREEDOM's ``dropout``, the share pruned
+            (``keep_ratio = 1 - dropout``: FREEDOM's 0.8, grid {0.8, 0.9}, is 0.2,
+            {0.2, 0.1}); :attr:`dropout` reads it back.
         trainable_features: fine-tune the raw item features through the modality
             BPR terms (the public code loads them with ``freeze=False``).
+
+    Both names of a knob are accepted wherever a config is given
+    (:data:`~dhmrec_pyg.models.base.OPTION_ALIASES`): ``FREEDOMConfig(dropout=0.9)``,
+    ``--set dropout=0.9``, a YAML file, and the ``config.yaml`` of a run written
+    before the knobs were renamed.
     """
 
     embedding_dim: int = 64
     reg_weight: float = 1e-4
-    image_weight: float = 0.1
-    dropout: float = 0.8
+    beta: float = 0.1
+    keep_ratio: float = 0.2
     trainable_features: bool = True
 
+    @property
+    def dropout(self) -> float:
+        """FREEDOM's name of the pruning: the share of edges dropped, ``1 - keep_ratio``."""
+        return round(1.0 - self.keep_ratio, 12)
+
+    @property
+    def image_weight(self) -> float:
+        """FREEDOM's name of :attr:`beta`."""
+        return self.beta
+
     def __post_init__(self) -> None:
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.image_weight <= 1.0:
-            raise ValueError(f"image_weight must be in [0, 1], got {self.image_weight}")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1] (dropout in [0, 1)), got {self.keep_ratio}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta (image_weight) must be in [0, 1], got {self.beta}")
         if self.reg_weight < 0:
             raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
         for name in ("embedding_dim", "knn_k"):
@@ -90,7 +115,8 @@ class FREEDOM(Recommender):
        this is FREEDOM's ``0.1 * image + 0.9 * text``).
     2. Denoised user-item graph: before every training epoch,
        :func:`~dhmrec_pyg.nn.pruning.degree_sensitive_prune` keeps
-       :math:`(1 - \text{dropout})|\mathcal{E}|` edges drawn with probability
+       :math:`\rho|\mathcal{E}|` edges (:math:`\rho` = ``keep_ratio``, FREEDOM's
+       :math:`1 - \text{dropout}`) drawn with probability
        :math:`\propto 1/\sqrt{d_u d_i}` (full-graph degrees), and the kept graph
        is re-normalised, :math:`\tilde{A}_\rho`. Evaluation (``eval()`` mode)
        uses the full normalised graph :math:`\tilde{A}`.
@@ -163,9 +189,9 @@ class FREEDOM(Recommender):
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
-        self.resample_pruned_graph(self._train_edges, 1.0 - config.dropout, torch.Generator().manual_seed(0), layout)
+        self.resample_pruned_graph(self._train_edges, config.keep_ratio, torch.Generator().manual_seed(0), layout)
         graphs = build_item_graphs(
-            data, k=config.knn_k, beta=config.image_weight, visual_modality=config.visual_modality or None,
+            data, k=config.knn_k, beta=config.beta, visual_modality=config.visual_modality or None,
             include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
             cache_dir=config.knn_cache_path(data),
         )
@@ -188,11 +214,11 @@ class FREEDOM(Recommender):
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned user-item graph (FREEDOM's ``pre_epoch_processing``)."""
-        self.resample_pruned_graph(self._train_edges, 1.0 - self.config.dropout, generator, self.config.sparse_layout)
+        self.resample_pruned_graph(self._train_edges, self.config.keep_ratio, generator, self.config.sparse_layout)
 
     def forward(self) -> FREEDOMOutput:
         """All embeddings (training mode: pruned user-item graph; eval: full graph)."""
-        adj = self.adj_pruned if self.training and self.config.dropout > 0 else self.adj
+        adj = self.adj_pruned if self.training and self.config.keep_ratio < 1.0 else self.adj
         item_ii = self.ii_propagation(self.item_emb.weight, self.ii_adj)
         e = self.ui_propagation(torch.cat([self.user_emb.weight, self.item_emb.weight]), adj)
         user, item_ui = e[: self.num_users], e[self.num_users :]
@@ -224,6 +250,6 @@ class FREEDOM(Recommender):
         return (
             f"{self.__class__.__name__}(users={self.num_users}, items={self.num_items}, "
             f"modalities={self.modalities}, dim={cfg.embedding_dim}, ui_layers={cfg.num_ui_layers}, "
-            f"ii_layers={cfg.num_ii_layers}, knn_k={cfg.knn_k}, image_weight={cfg.image_weight}, "
-            f"dropout={cfg.dropout}, reg_weight={cfg.reg_weight})"
+            f"ii_layers={cfg.num_ii_layers}, knn_k={cfg.knn_k}, beta={cfg.beta}, "
+            f"keep_ratio={cfg.keep_ratio}, reg_weight={cfg.reg_weight})"
         )

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
+from dhmrec_pyg.models.base import OPTION_ALIASES, resolve_aliases
 from dhmrec_pyg.training.sampler import NEGATIVE_POOLS
 
 
@@ -117,6 +118,10 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
 def build_dataclass(cls: type, values: Dict[str, Any], where: str) -> Any:
     """Instantiate the dataclass ``cls`` from a dict, checking keys and types."""
     types = _field_types(cls)
+    try:
+        values = resolve_aliases(cls, values)  # e.g. FREEDOM's dropout -> keep_ratio
+    except ValueError as exc:
+        raise ConfigError(f"{where} option: {exc}") from None
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
@@ -155,11 +160,18 @@ def apply_overrides(
     train_types = _field_types(TrainConfig)
     model_types = _field_types(model_cls_config)
     train_values = dataclasses.asdict(train)
-    model_values = dict(model_values)
+    try:
+        model_values = resolve_aliases(model_cls_config, model_values)
+    except ValueError as exc:
+        raise ConfigError(f"model option: {exc}") from None
     for key, value in split_overrides(pairs):
         section, _, name = key.rpartition(".")
         if section not in ("", "train", "model"):
             raise ConfigError(f"--set {key}: section must be 'train' or 'model', got {section!r}")
+        if section in ("", "model") and name not in model_types and name in OPTION_ALIASES:
+            target, convert = OPTION_ALIASES[name]
+            if target in model_types:  # another name of a model option: set that option
+                name, value = target, convert(coerce(value, float, name))
         if section == "model" or (section == "" and name in model_types):
             if name not in model_types:
                 raise ConfigError(
@@ -213,6 +225,15 @@ LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: Model options renamed after runs were first written, per model: option -> (the name such
+#: runs wrote, how the value converts back). Their ``config.yaml`` loads through
+#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES`; :func:`dump_config` with ``legacy`` writes
+#: the old name, so the runs' checkpoints stay resumable and finished runs are reused.
+LEGACY_MODEL_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
+    "freedom": {"beta": ("image_weight", float), "keep_ratio": ("dropout", lambda v: round(1.0 - float(v), 12))},
+}
+
+
 def load_run_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
     """A run folder's ``config.yaml`` (:func:`load_yaml_config`), with the options it predates
     at the value the run used (:data:`LEGACY_TRAIN_VALUES`, :data:`LEGACY_MODEL_VALUES`)."""
@@ -227,8 +248,8 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     """The resolved config as YAML text (written beside every run's results).
 
     With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` (or, for the run's
-    model, :data:`LEGACY_MODEL_VALUES`) value are left out,
-    as a run written before those options existed has them.
+    model, :data:`LEGACY_MODEL_VALUES`) value are left out, and renamed options carry their
+    old name (:data:`LEGACY_MODEL_NAMES`), as a run written before those changes has them.
     """
     values = dataclasses.asdict(train)
     model_values = dataclasses.asdict(model)
@@ -236,6 +257,11 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
         values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
         old = LEGACY_MODEL_VALUES.get(train.model, {})
         model_values = {k: v for k, v in model_values.items() if old.get(k, _ABSENT) != v}
+        renamed = LEGACY_MODEL_NAMES.get(train.model, {})
+        model_values = {
+            renamed[k][0] if k in renamed else k: renamed[k][1](v) if k in renamed else v
+            for k, v in model_values.items()
+        }
     return yaml.safe_dump({"train": values, "model": model_values}, sort_keys=False)
 
 
