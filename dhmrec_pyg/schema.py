@@ -29,7 +29,7 @@ graph up front and returns the canonical form, renamed when needed.
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -47,6 +47,7 @@ __all__ = [
     "VAL_EDGE_TYPE",
     "as_interaction_graph",
     "check_edge_index",
+    "modality_names",
     "split_edge_index",
     "split_edge_type",
     "training_graph",
@@ -66,6 +67,19 @@ EDGE_TYPE: EdgeType = (USER, RELATION, ITEM)
 SPLITS: Tuple[str, ...] = ("train", "val", "test")
 #: The held-out splits, stored as edge types of their own.
 _HELD_OUT: Tuple[str, ...] = ("val", "test")
+#: Prefix of the item attributes holding modality features (``x_<modality>``).
+FEATURE_PREFIX: str = "x_"
+
+
+def modality_names(data: HeteroData) -> List[str]:
+    """Sorted modality names of ``data``: its item attributes ``x_<modality>``, prefix stripped.
+
+    The one place the feature naming is read (data loading, item graphs, models); a graph
+    without an ``item`` node type has none.
+    """
+    if ITEM not in data.node_types:
+        return []
+    return sorted(key[len(FEATURE_PREFIX):] for key in data[ITEM].keys() if key.startswith(FEATURE_PREFIX))
 
 
 def split_edge_type(split: str, edge_type: Sequence[str] = EDGE_TYPE) -> EdgeType:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
 
-from ..schema import EDGE_TYPE, split_edge_index, split_edge_type
+from ..schema import EDGE_TYPE, modality_names, split_edge_index, split_edge_type
 from .errors import DataError
 from .io import atomic_write, check_known_statistics, find_mmrec_files, load_mmrec
 
@@ -98,7 +98,7 @@ def _to_plain(data: HeteroData, key: str = "") -> dict:
         "edge_index": split_edge_index(data, "train"),
         "val_edge_index": split_edge_index(data, "val"),
         "test_edge_index": split_edge_index(data, "test"),
-        "features": {k[2:]: item[k] for k in item.keys() if k.startswith("x_")},
+        "features": {m: item[f"x_{m}"] for m in modality_names(data)},
     }
     obj["checksum"] = _payload_sha256(obj)
     return obj

@@ -25,7 +25,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..io import atomic_write
-from ..schema import EDGE_TYPE, as_interaction_graph, split_edge_index, split_edge_type
+from ..schema import EDGE_TYPE, as_interaction_graph, modality_names, split_edge_index, split_edge_type
 from .errors import DataError
 
 __all__ = [
@@ -305,10 +305,9 @@ def finite_float32(
 # Loading
 # ----------------------------------------------------------------------------------------------
 def modalities(data: HeteroData) -> list[str]:
-    """Return the sorted modality names of ``data``: its item attributes ``x_<m>``, prefix stripped."""
-    if "item" not in data.node_types:
-        return []
-    return sorted(k[2:] for k in data["item"].keys() if k.startswith("x_"))
+    """Return the sorted modality names of ``data``: its item attributes ``x_<m>``, prefix stripped
+    (:func:`dhmrec_pyg.schema.modality_names`)."""
+    return modality_names(data)
 
 
 def check_known_statistics(data: HeteroData, dataset: str) -> list[str]:

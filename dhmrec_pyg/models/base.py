@@ -17,7 +17,7 @@ from dhmrec_pyg.nn.graph import normalized_adjacency
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 from dhmrec_pyg.nn.sparse import SparseAdjacency
-from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
+from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph, modality_names
 
 #: The interaction edge type (defined once, in :mod:`dhmrec_pyg.schema`).
 EDGE = EDGE_TYPE
@@ -199,7 +199,7 @@ def item_modalities(data: HeteroData, model: str) -> List[str]:
         DataError: (a ``ValueError``) naming the model and the dataset, when there are no
             features or a feature matrix has the wrong shape.
     """
-    names = sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
+    names = modality_names(data)
     if not names:
         dataset = getattr(data, "name", "") or "<unnamed>"
         raise DataError(

@@ -14,7 +14,7 @@ from torch_geometric.utils import spmm
 from dhmrec_pyg.nn.graph import bipartite_norm_weights, is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
-from dhmrec_pyg.schema import check_edge_index
+from dhmrec_pyg.schema import check_edge_index, modality_names
 
 #: Modality names read as "visual-like" by :func:`common_view_weights`.
 VISUAL_MODALITIES = frozenset({"image", "images", "img", "visual", "vision", "v", "video", "photo"})
@@ -140,7 +140,7 @@ def build_item_graphs(
         ValueError: if ``data`` has no item features, or a modality is named
             ``common``.
     """
-    names = sorted(key[2:] for key in data["item"].keys() if key.startswith("x_"))
+    names = modality_names(data)
     if not names:
         raise ValueError(
             f"build_item_graphs: dataset {getattr(data, 'name', '') or '<unnamed>'!r} has no item "
