@@ -54,7 +54,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -652,6 +652,295 @@ def _check_out(out: Path, overwrite: bool) -> bool:
     return False
 
 
+@dataclass
+class _Interactions:
+    """The interactions of steps 1-3, as codes into their unique user and item IDs."""
+
+    uniq_u: np.ndarray
+    uniq_i: np.ndarray
+    u_code: np.ndarray
+    i_code: np.ndarray
+    ts: np.ndarray | None
+    rows_read: int
+    rows_missing_id: int
+    duplicates: int = 0
+    k_core_rounds: int = 0
+    k_core_dropped: int = 0
+    users_before_core: int = 0
+    items_before_core: int = 0
+
+
+@dataclass
+class _IdMaps:
+    """Step 5: dense user and item IDs, and the kept interactions in them."""
+
+    user_ids: np.ndarray
+    warm_ids: np.ndarray
+    cold_ids: np.ndarray
+    cold_dropped: int
+    item_ids: np.ndarray
+    item_pos: dict[str, int]
+    user_new: np.ndarray
+    item_new: np.ndarray
+
+
+def _check_options(
+    features: dict[str, str | Path], split: str, timestamp_col: str | None, fill: str, k_core: int,
+    text_file: str | Path | None, text_model: str | Path | None, text_modality: str,
+) -> None:
+    """Refuse a bad option, modality name or missing feature file before reading anything."""
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "chronological" and not timestamp_col:
+        raise DataError("split='chronological' needs a timestamp column (timestamp_col / --timestamp-col)")
+    if fill not in FILLS:
+        raise DataError(f"fill must be one of {list(FILLS)}, got {fill!r}")
+    if not isinstance(k_core, int) or k_core < 0:
+        raise DataError(f"k_core must be a non-negative integer, got {k_core!r}")
+    if text_file is not None:
+        if text_model is None:
+            raise DataError(f"{text_file}: encoding item text needs a model (text_model / --text-model)")
+        if text_modality in features:
+            raise DataError(f"modality {text_modality!r} is given both as a feature file and as text to encode")
+        features_and_text = [*features, text_modality]
+    else:
+        features_and_text = list(features)
+    for m in features_and_text:
+        if not MODALITY_NAME_RE.match(m):
+            raise DataError(f"modality name {m!r} must be non-empty and use only letters, digits and underscores")
+    for m, p in features.items():
+        _check_file(Path(p), f"feature file of modality {m!r}")
+
+
+def _read_interactions(src: Path, user_col: str, item_col: str, timestamp_col: str | None) -> _Interactions:
+    """Steps 1 and 2: read the interactions, drop rows without an ID, then duplicates.
+
+    Of repeated (user, item) pairs the earliest is kept, else the first in the file.
+    """
+    cols = [user_col, item_col] + ([timestamp_col] if timestamp_col else [])
+    if len(set(cols)) != len(cols):
+        raise DataError(f"user, item and timestamp columns must differ, got {cols}")
+    values, lines = _read_table(src, cols, "interaction file")
+    rows_read = len(lines)
+    users = np.array([_cell_to_str(v) for v in values[user_col]], dtype=str)
+    items = np.array([_cell_to_str(v) for v in values[item_col]], dtype=str)
+    present = (users != "") & (items != "")
+    rows_missing_id = int((~present).sum())
+    idx_present = np.flatnonzero(present)
+    users, items = users[present], items[present]
+    ts: np.ndarray | None = None
+    if timestamp_col:
+        raw_ts = values[timestamp_col]
+        ts = np.array(
+            [_to_time(raw_ts[r], src, timestamp_col, lines[r]) for r in idx_present.tolist()], dtype=np.float64
+        )
+    del values
+    if users.size == 0:
+        raise DataError(f"{src}: no interaction with both a {user_col!r} and an {item_col!r} ID ({rows_read} rows read)")
+
+    uniq_u, u_code = np.unique(users, return_inverse=True)
+    uniq_i, i_code = np.unique(items, return_inverse=True)
+    key = u_code.astype(np.int64) * len(uniq_i) + i_code
+    order = np.lexsort((np.arange(key.size), ts)) if ts is not None else np.arange(key.size)
+    _, first = np.unique(key[order], return_index=True)
+    keep = np.sort(order[first])
+    return _Interactions(
+        uniq_u=uniq_u, uniq_i=uniq_i, u_code=u_code[keep], i_code=i_code[keep],
+        ts=None if ts is None else ts[keep], rows_read=rows_read, rows_missing_id=rows_missing_id,
+        duplicates=int(key.size - keep.size),
+    )
+
+
+def _apply_k_core(table: _Interactions, k_core: int, src: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: keep the ``k_core``-core of ``table`` (in place); the codes of the users and items left."""
+    core, table.k_core_rounds = _k_core(table.u_code, table.i_code, k_core)
+    table.users_before_core = np.unique(table.u_code).size
+    table.items_before_core = np.unique(table.i_code).size
+    table.u_code, table.i_code = table.u_code[core], table.i_code[core]
+    if table.ts is not None:
+        table.ts = table.ts[core]
+    table.k_core_dropped = int((~core).sum())
+    if table.u_code.size == 0:
+        raise DataError(
+            f"{src}: no interaction left after the {k_core}-core filter ({int(core.size)} before it); "
+            "lower k_core"
+        )
+    return np.unique(table.u_code), np.unique(table.i_code)
+
+
+def _read_modalities(
+    features: dict[str, str | Path], item_col: str, text_file: str | Path | None, text_col: str,
+    text_modality: str,
+) -> tuple[dict[str, tuple[list[str], np.ndarray | None, str]], dict[str, str]]:
+    """Step 4: the feature files (and texts), keyed by original item ID.
+
+    Returns:
+        modality -> ``(item IDs, rows or None for text not yet encoded, source)``, and the
+        texts by item ID (the first non-empty one of each ID).
+    """
+    loaded: dict[str, tuple[list[str], np.ndarray | None, str]] = {}
+    for m, p in sorted(features.items()):
+        ids, x = read_item_features(p, item_col)
+        loaded[m] = (ids, x, str(p))
+    texts: dict[str, str] = {}
+    if text_file is not None:
+        tpath = Path(text_file)
+        tvalues, _ = _read_table(tpath, [item_col, text_col], "text file")
+        for raw_id, raw_text in zip(tvalues[item_col], tvalues[text_col]):
+            tid = _cell_to_str(raw_id)
+            text = "" if raw_text is None else str(raw_text).strip()
+            if tid and text and tid not in texts:
+                texts[tid] = text
+        if not texts:
+            raise DataError(f"{tpath}: no row with both an {item_col!r} ID and a non-empty {text_col!r}")
+        loaded[text_modality] = (list(texts), None, str(tpath))
+    return loaded, texts
+
+
+def _id_maps(
+    table: _Interactions, warm_u: np.ndarray, warm_i: np.ndarray,
+    loaded: Mapping[str, tuple[list[str], np.ndarray | None, str]], keep_cold_items: bool,
+) -> _IdMaps:
+    """Step 5: users sorted; items with interactions, then cold items (feature rows only)."""
+    uniq_u, uniq_i = table.uniq_u, table.uniq_i
+    user_ids = _sorted_ids(uniq_u[warm_u])
+    warm_ids = _sorted_ids(uniq_i[warm_i])
+    feature_ids: set[str] = set()
+    for ids, _, _ in loaded.values():
+        feature_ids.update(ids)
+    cold_set = feature_ids - set(uniq_i.tolist())
+    cold_ids = _sorted_ids(np.array(sorted(cold_set), dtype=str)) if cold_set else np.zeros(0, dtype=str)
+    cold_dropped = 0
+    if not keep_cold_items:
+        cold_dropped, cold_ids = int(cold_ids.size), np.zeros(0, dtype=str)
+    item_ids = np.concatenate([warm_ids, cold_ids]) if cold_ids.size else warm_ids
+    item_pos = {s: k for k, s in enumerate(item_ids.tolist())}
+    user_pos = {s: k for k, s in enumerate(user_ids.tolist())}
+    # Dense IDs of the kept interactions, via the codes of the unique arrays.
+    code_to_user = np.full(len(uniq_u), -1, dtype=np.int64)
+    code_to_user[warm_u] = [user_pos[s] for s in uniq_u[warm_u].tolist()]
+    code_to_item = np.full(len(uniq_i), -1, dtype=np.int64)
+    code_to_item[warm_i] = [item_pos[s] for s in uniq_i[warm_i].tolist()]
+    return _IdMaps(
+        user_ids=user_ids, warm_ids=warm_ids, cold_ids=cold_ids, cold_dropped=cold_dropped, item_ids=item_ids,
+        item_pos=item_pos, user_new=code_to_user[table.u_code], item_new=code_to_item[table.i_code],
+    )
+
+
+def _feature_matrices(
+    loaded: dict[str, tuple[list[str], np.ndarray | None, str]], rows_read_of: Mapping[str, int],
+    ids: _IdMaps, fill: str, src: Path, item_col: str,
+) -> tuple[dict[str, np.ndarray], dict[str, ModalityReport]]:
+    """Step 6: one ``[items, d]`` matrix per modality, in the new item IDs, missing rows filled.
+
+    ``rows_read_of``: the rows each modality's file had (for text: every text read, before
+    only the kept items' texts were encoded).
+
+    Raises:
+        DataError: a modality shares no ID with the items that have interactions.
+    """
+    n_items = int(ids.item_ids.size)
+    matrices: dict[str, np.ndarray] = {}
+    mreports: dict[str, ModalityReport] = {}
+    for m, (item_keys, x, source) in sorted(loaded.items()):
+        rows = np.array([ids.item_pos.get(i, -1) for i in item_keys], dtype=np.int64)
+        used = rows >= 0
+        if x is None or not (used & (rows < ids.warm_ids.size)).any():
+            example = ", ".join(repr(i) for i in item_keys[:3])
+            raise DataError(
+                f"{source}: none of its {len(item_keys)} item IDs (e.g. {example}) is an item with interactions "
+                f"kept from {src} (column {item_col!r}, e.g. "
+                f"{', '.join(repr(s) for s in ids.warm_ids[:3].tolist())}); do the IDs match?"
+            )
+        mat = np.zeros((n_items, x.shape[1]), dtype=np.float32)
+        has = np.zeros(n_items, dtype=bool)
+        mat[rows[used]] = x[used]
+        has[rows[used]] = True
+        missing = np.flatnonzero(~has)
+        if missing.size and fill == "mean":
+            mat[missing] = x[used].astype(np.float64).mean(axis=0).astype(np.float32)
+        matrices[m] = mat
+        mreports[m] = ModalityReport(
+            source=source,
+            dim=int(x.shape[1]),
+            rows_read=rows_read_of[m],
+            rows_used=int(used.sum()),
+            rows_ignored=rows_read_of[m] - int(used.sum()),
+            filled=int(missing.size),
+            fill=fill,
+            filled_examples=[str(ids.item_ids[j]) for j in missing[:5].tolist()],
+        )
+    return matrices, mreports
+
+
+def _split_columns(split: str, seed: int, ids: _IdMaps, ts: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Step 7: the ``.inter`` columns, with each interaction's split label (``x_label``)."""
+    if split == "chronological":
+        assert ts is not None
+        x_label = chronological_split(ids.user_new, ts)
+    else:
+        x_label = mmrec_split(ids.user_new, ids.item_new, seed=seed)
+    columns: dict[str, np.ndarray] = {"userID": ids.user_new, "itemID": ids.item_new, "x_label": x_label}
+    if ts is not None:
+        integral = bool(np.all(ts == np.round(ts))) and bool(np.all(np.abs(ts) < 2**62))
+        columns["timestamp"] = ts.astype(np.int64) if integral else ts
+    return columns
+
+
+def _make_report(
+    src: Path, out: Path, name: str, table: _Interactions, k_core: int, warm_u: np.ndarray, warm_i: np.ndarray,
+    ids: _IdMaps, split: str, seed: int, x_label: np.ndarray, mreports: dict[str, ModalityReport],
+) -> PrepareReport:
+    """The :class:`PrepareReport` of a prepared dataset."""
+    return PrepareReport(
+        source=str(src),
+        out_folder=str(out),
+        name=name,
+        rows_read=table.rows_read,
+        rows_missing_id=table.rows_missing_id,
+        duplicates_dropped=table.duplicates,
+        k_core=int(k_core),
+        k_core_rounds=table.k_core_rounds,
+        k_core_dropped_interactions=table.k_core_dropped,
+        k_core_dropped_users=int(table.users_before_core - warm_u.size),
+        k_core_dropped_items=int(table.items_before_core - warm_i.size),
+        users=int(ids.user_ids.size),
+        items=int(ids.item_ids.size),
+        warm_items=int(ids.warm_ids.size),
+        cold_items=int(ids.cold_ids.size),
+        cold_items_dropped=ids.cold_dropped,
+        interactions=int(ids.user_new.size),
+        split=split,
+        seed=int(seed),
+        train=int((x_label == 0).sum()),
+        valid=int((x_label == 1).sum()),
+        test=int((x_label == 2).sum()),
+        modalities=mreports,
+        files=[f"{name}.inter", *(f"{m}_feat.npy" for m in sorted(mreports)), "user_map.csv", "item_map.csv",
+               "prepare.json"],
+    )
+
+
+def _write_dataset(out: Path, name: str, replace: bool, write_all: Callable[[Path, bool], None]) -> None:
+    """Step 8: write into the existing folder (``replace``), else build beside it and rename into place."""
+    if replace:
+        write_all(out, True)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        write_all(tmp, False)
+        if out.is_dir():
+            out.rmdir()  # empty (checked above); os.replace onto a folder is not portable
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def prepare_dataset(
     interactions: str | Path,
     out_folder: str | Path,
@@ -716,196 +1005,30 @@ def prepare_dataset(
     src = Path(interactions)
     out = Path(out_folder)
     features = dict(features or {})
-    if split not in SPLITS:
-        raise DataError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if split == "chronological" and not timestamp_col:
-        raise DataError("split='chronological' needs a timestamp column (timestamp_col / --timestamp-col)")
-    if fill not in FILLS:
-        raise DataError(f"fill must be one of {list(FILLS)}, got {fill!r}")
-    if not isinstance(k_core, int) or k_core < 0:
-        raise DataError(f"k_core must be a non-negative integer, got {k_core!r}")
-    if text_file is not None:
-        if text_model is None:
-            raise DataError(f"{text_file}: encoding item text needs a model (text_model / --text-model)")
-        if text_modality in features:
-            raise DataError(f"modality {text_modality!r} is given both as a feature file and as text to encode")
-        features_and_text = [*features, text_modality]
-    else:
-        features_and_text = list(features)
-    for m in features_and_text:
-        if not MODALITY_NAME_RE.match(m):
-            raise DataError(f"modality name {m!r} must be non-empty and use only letters, digits and underscores")
-    for m, p in features.items():
-        _check_file(Path(p), f"feature file of modality {m!r}")
+    _check_options(features, split, timestamp_col, fill, k_core, text_file, text_model, text_modality)
     replace = _check_out(out, overwrite)
 
-    # 1. Interactions.
-    cols = [user_col, item_col] + ([timestamp_col] if timestamp_col else [])
-    if len(set(cols)) != len(cols):
-        raise DataError(f"user, item and timestamp columns must differ, got {cols}")
-    values, lines = _read_table(src, cols, "interaction file")
-    rows_read = len(lines)
-    users = np.array([_cell_to_str(v) for v in values[user_col]], dtype=str)
-    items = np.array([_cell_to_str(v) for v in values[item_col]], dtype=str)
-    present = (users != "") & (items != "")
-    rows_missing_id = int((~present).sum())
-    idx_present = np.flatnonzero(present)
-    users, items = users[present], items[present]
-    ts: np.ndarray | None = None
-    if timestamp_col:
-        raw_ts = values[timestamp_col]
-        ts = np.array(
-            [_to_time(raw_ts[r], src, timestamp_col, lines[r]) for r in idx_present.tolist()], dtype=np.float64
-        )
-    del values
-    if users.size == 0:
-        raise DataError(f"{src}: no interaction with both a {user_col!r} and an {item_col!r} ID ({rows_read} rows read)")
-
-    # 2. Duplicates (keep the earliest, else the first in the file).
-    uniq_u, u_code = np.unique(users, return_inverse=True)
-    uniq_i, i_code = np.unique(items, return_inverse=True)
-    key = u_code.astype(np.int64) * len(uniq_i) + i_code
-    order = np.lexsort((np.arange(key.size), ts)) if ts is not None else np.arange(key.size)
-    _, first = np.unique(key[order], return_index=True)
-    keep = np.sort(order[first])
-    duplicates = int(key.size - keep.size)
-    u_code, i_code = u_code[keep], i_code[keep]
-    if ts is not None:
-        ts = ts[keep]
-    interacted_items = set(uniq_i.tolist())
-
+    # 1.-2. Interactions, without duplicates (keep the earliest, else the first in the file).
+    table = _read_interactions(src, user_col, item_col, timestamp_col)
     # 3. k-core.
-    core, rounds = _k_core(u_code, i_code, k_core)
-    n_users_before = np.unique(u_code).size
-    n_items_before = np.unique(i_code).size
-    u_code, i_code = u_code[core], i_code[core]
-    if ts is not None:
-        ts = ts[core]
-    kc_inter = int((~core).sum())
-    if u_code.size == 0:
-        raise DataError(
-            f"{src}: no interaction left after the {k_core}-core filter ({int(core.size)} before it); "
-            "lower k_core"
-        )
-    warm_u = np.unique(u_code)
-    warm_i = np.unique(i_code)
-
+    warm_u, warm_i = _apply_k_core(table, k_core, src)
     # 4. Features (and text), keyed by original item ID.
-    loaded: dict[str, tuple[list[str], np.ndarray | None, str]] = {}
-    for m, p in sorted(features.items()):
-        ids, x = read_item_features(p, item_col)
-        loaded[m] = (ids, x, str(p))
-    texts: dict[str, str] = {}
-    if text_file is not None:
-        tpath = Path(text_file)
-        tvalues, _ = _read_table(tpath, [item_col, text_col], "text file")
-        for raw_id, raw_text in zip(tvalues[item_col], tvalues[text_col]):
-            tid = _cell_to_str(raw_id)
-            text = "" if raw_text is None else str(raw_text).strip()
-            if tid and text and tid not in texts:
-                texts[tid] = text
-        if not texts:
-            raise DataError(f"{tpath}: no row with both an {item_col!r} ID and a non-empty {text_col!r}")
-        loaded[text_modality] = (list(texts), None, str(tpath))
-
+    loaded, texts = _read_modalities(features, item_col, text_file, text_col, text_modality)
     # 5. ID maps: users sorted; items with interactions, then cold items.
-    user_ids = _sorted_ids(uniq_u[warm_u])
-    warm_ids = _sorted_ids(uniq_i[warm_i])
-    feature_ids: set[str] = set()
-    for ids, _, _ in loaded.values():
-        feature_ids.update(ids)
-    cold_set = feature_ids - interacted_items
-    cold_ids = _sorted_ids(np.array(sorted(cold_set), dtype=str)) if cold_set else np.zeros(0, dtype=str)
-    cold_dropped = 0
-    if not keep_cold_items:
-        cold_dropped, cold_ids = int(cold_ids.size), np.zeros(0, dtype=str)
-    item_ids = np.concatenate([warm_ids, cold_ids]) if cold_ids.size else warm_ids
-    n_items = int(item_ids.size)
-    item_pos = {s: k for k, s in enumerate(item_ids.tolist())}
-    user_pos = {s: k for k, s in enumerate(user_ids.tolist())}
-    # Dense IDs of the kept interactions, via the codes of the unique arrays.
-    code_to_user = np.full(len(uniq_u), -1, dtype=np.int64)
-    code_to_user[warm_u] = [user_pos[s] for s in uniq_u[warm_u].tolist()]
-    code_to_item = np.full(len(uniq_i), -1, dtype=np.int64)
-    code_to_item[warm_i] = [item_pos[s] for s in uniq_i[warm_i].tolist()]
-    user_new = code_to_user[u_code]
-    item_new = code_to_item[i_code]
-
+    ids = _id_maps(table, warm_u, warm_i, loaded, keep_cold_items)
     # 6. Feature matrices (text is encoded only for the items kept).
-    rows_read_of = {m: len(ids) for m, (ids, _, _) in loaded.items()}
+    rows_read_of = {m: len(item_keys) for m, (item_keys, _, _) in loaded.items()}
     if text_file is not None:
-        ids_t = [i for i in texts if i in item_pos]
+        ids_t = [i for i in texts if i in ids.item_pos]
         x_t = encode_text([texts[i] for i in ids_t], text_model, device=text_device) if ids_t else None
         loaded[text_modality] = (ids_t or list(texts), x_t, str(text_file))
-    matrices: dict[str, np.ndarray] = {}
-    mreports: dict[str, ModalityReport] = {}
-    for m, (ids, x, source) in sorted(loaded.items()):
-        rows = np.array([item_pos.get(i, -1) for i in ids], dtype=np.int64)
-        used = rows >= 0
-        if x is None or not (used & (rows < warm_ids.size)).any():
-            example = ", ".join(repr(i) for i in ids[:3])
-            raise DataError(
-                f"{source}: none of its {len(ids)} item IDs (e.g. {example}) is an item with interactions "
-                f"kept from {src} (column {item_col!r}, e.g. "
-                f"{', '.join(repr(s) for s in warm_ids[:3].tolist())}); do the IDs match?"
-            )
-        mat = np.zeros((n_items, x.shape[1]), dtype=np.float32)
-        has = np.zeros(n_items, dtype=bool)
-        mat[rows[used]] = x[used]
-        has[rows[used]] = True
-        missing = np.flatnonzero(~has)
-        if missing.size and fill == "mean":
-            mat[missing] = x[used].astype(np.float64).mean(axis=0).astype(np.float32)
-        matrices[m] = mat
-        mreports[m] = ModalityReport(
-            source=source,
-            dim=int(x.shape[1]),
-            rows_read=rows_read_of[m],
-            rows_used=int(used.sum()),
-            rows_ignored=rows_read_of[m] - int(used.sum()),
-            filled=int(missing.size),
-            fill=fill,
-            filled_examples=[str(item_ids[j]) for j in missing[:5].tolist()],
-        )
-
+    matrices, mreports = _feature_matrices(loaded, rows_read_of, ids, fill, src, item_col)
     # 7. Split.
-    if split == "chronological":
-        assert ts is not None
-        x_label = chronological_split(user_new, ts)
-    else:
-        x_label = mmrec_split(user_new, item_new, seed=seed)
-    columns: dict[str, np.ndarray] = {"userID": user_new, "itemID": item_new, "x_label": x_label}
-    if ts is not None:
-        integral = bool(np.all(ts == np.round(ts))) and bool(np.all(np.abs(ts) < 2**62))
-        columns["timestamp"] = ts.astype(np.int64) if integral else ts
+    columns = _split_columns(split, seed, ids, table.ts)
 
     name = out.resolve().name
-    report = PrepareReport(
-        source=str(src),
-        out_folder=str(out),
-        name=name,
-        rows_read=rows_read,
-        rows_missing_id=rows_missing_id,
-        duplicates_dropped=duplicates,
-        k_core=int(k_core),
-        k_core_rounds=rounds,
-        k_core_dropped_interactions=kc_inter,
-        k_core_dropped_users=int(n_users_before - warm_u.size),
-        k_core_dropped_items=int(n_items_before - warm_i.size),
-        users=int(user_ids.size),
-        items=n_items,
-        warm_items=int(warm_ids.size),
-        cold_items=int(cold_ids.size),
-        cold_items_dropped=cold_dropped,
-        interactions=int(user_new.size),
-        split=split,
-        seed=int(seed),
-        train=int((x_label == 0).sum()),
-        valid=int((x_label == 1).sum()),
-        test=int((x_label == 2).sum()),
-        modalities=mreports,
-        files=[f"{name}.inter", *(f"{m}_feat.npy" for m in sorted(matrices)), "user_map.csv", "item_map.csv",
-               "prepare.json"],
+    report = _make_report(
+        src, out, name, table, k_core, warm_u, warm_i, ids, split, seed, columns["x_label"], mreports
     )
     record = {"report": report.to_dict(), "options": {
         "interactions": str(src), "user_col": user_col, "item_col": item_col, "timestamp_col": timestamp_col,
@@ -918,25 +1041,10 @@ def prepare_dataset(
     def write_all(folder: Path, replace_existing: bool) -> None:
         """Write every output file into ``folder``."""
         write_mmrec(columns, folder, name, features=matrices, overwrite=replace_existing)
-        _write_id_map(folder / "user_map.csv", user_ids, "userID")
-        _write_id_map(folder / "item_map.csv", item_ids, "itemID")
+        _write_id_map(folder / "user_map.csv", ids.user_ids, "userID")
+        _write_id_map(folder / "item_map.csv", ids.item_ids, "itemID")
         write_json(folder / "prepare.json", record)
 
     # 8. Write: into the existing folder (overwrite), else build beside it and rename into place.
-    if replace:
-        write_all(out, True)
-        return report
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}.", suffix=".tmp"))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        write_all(tmp, False)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above); os.replace onto a folder is not portable
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _write_dataset(out, name, replace, write_all)
     return report
