@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.training.trainer import environment
 
 from benchmarks.reproduce import machine_line
@@ -290,9 +290,9 @@ def main(argv: Optional[List[str]] = None) -> int:
            "wall_seconds": round(time.time() - start, 1), "environment": environment(),
            "rows": rows, "grids": grids, "failed": failed}
     results.mkdir(parents=True, exist_ok=True)
-    dio.write_json(results / f"accuracy_{args.dataset}.json", out)
+    dfiles.write_json(results / f"accuracy_{args.dataset}.json", out)
     text = markdown(out)
-    dio.write_text(results / f"accuracy_{args.dataset}.md", text)
+    dfiles.write_text(results / f"accuracy_{args.dataset}.md", text)
     print(text)
     return 1 if failed else 0
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.training.trainer import environment
 
 HERE = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def main(argv: List[str] | None = None) -> int:
         "threads_per_process": args.threads, "device": args.device, "rows": rows, "environment": environment(),
     }
     (HERE / "results").mkdir(exist_ok=True)
-    dio.write_json(HERE / "results" / "distributed.json", result)
+    dfiles.write_json(HERE / "results" / "distributed.json", result)
     env = result["environment"]
     lines = [
         f"# Multi-process (DDP) training on {args.dataset}",
@@ -123,8 +123,8 @@ def main(argv: List[str] | None = None) -> int:
     if args.note:
         lines += ["", args.note]
     result["note"] = args.note
-    dio.write_json(HERE / "results" / "distributed.json", result)
-    dio.write_text(HERE / "results" / "distributed.md", "\n".join(lines) + "\n")
+    dfiles.write_json(HERE / "results" / "distributed.json", result)
+    dfiles.write_text(HERE / "results" / "distributed.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.draws < 1:
         p.error(f"--draws must be at least 1, got {args.draws}")
-    from dhmrec_pyg import io as dio
+    from dhmrec_pyg import files as dfiles
     from dhmrec_pyg.training.trainer import environment
 
     result = evaluate_draws(Path(args.run), args.draws, args.seed)
@@ -96,9 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     name = f"eval_noise_{Path(args.run).parent.name}_{Path(args.run).name}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dio.write_json(out / f"{name}.json", result)
+    dfiles.write_json(out / f"{name}.json", result)
     text = markdown(result)
-    dio.write_text(out / f"{name}.md", text)
+    dfiles.write_text(out / f"{name}.md", text)
     print(text)
     return 0
 

@@ -395,7 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from dhmrec_pyg import io as dio
+    from dhmrec_pyg import files as dfiles
     from dhmrec_pyg.training.trainer import environment
 
     if args.threads:
@@ -496,10 +496,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dio.write_json(out / "knn.json", result)
+    dfiles.write_json(out / "knn.json", result)
 
     text = markdown(result)
-    dio.write_text(out / "knn.md", text)
+    dfiles.write_text(out / "knn.md", text)
     print(text, end="")
     return 0
 

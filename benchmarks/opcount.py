@@ -323,7 +323,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     import torch
 
-    from dhmrec_pyg import io as dio
+    from dhmrec_pyg import files as dfiles
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.training.trainer import environment
 
@@ -357,9 +357,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               "environment": environment()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dio.write_json(out / f"opcount_{args.dataset}.json", result)
+    dfiles.write_json(out / f"opcount_{args.dataset}.json", result)
     text = markdown(result)
-    dio.write_text(out / f"opcount_{args.dataset}.md", text)
+    dfiles.write_text(out / f"opcount_{args.dataset}.md", text)
     print(text)
     return 0
 

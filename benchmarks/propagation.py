@@ -18,7 +18,7 @@ from typing import Callable, Dict
 
 import torch
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.data import load_mmrec
 from dhmrec_pyg.nn import (
     LightGCNConv,
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "sampler_seconds_per_epoch": sample_s,
         "environment": env,
     }
-    dio.write_json(HERE / "results" / "propagation.json", result)
+    dfiles.write_json(HERE / "results" / "propagation.json", result)
     lines = ["# Propagation layer on the real Baby training graph", "",
              f"Command: `{result['command']}`", "",
              f"{n_u} users, {n_i} items, {ui.size(1)} training interactions; 2 layers, 64-d, forward + backward, "
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"BPR sampler, one epoch of Baby triplets (batch 2048): {sample_s * 1000:.1f} ms.", "",
               f"Machine: {env['cpu']}, {env['cores']} cores ({env['torch_threads']} torch threads), GPU {env['gpu']}; "
               f"torch {env['torch']}, PyG {env['torch_geometric']}."]
-    dio.write_text(HERE / "results" / "propagation.md", "\n".join(lines) + "\n")
+    dfiles.write_text(HERE / "results" / "propagation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- RESULTS:BEGIN (python -m benchmarks.report) -->", "<!-- RESULTS:END -->"
@@ -170,7 +170,7 @@ def main() -> int:
     body += accuracy_table() + [""]
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    dio.write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
+    dfiles.write_text(readme, head + BEGIN + "\n" + "\n".join(body) + "\n" + END + tail)
     print("\n".join(body))
     return 0
 

@@ -22,7 +22,7 @@ from typing import Any, Dict
 
 import torch
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.data import load_dataset, load_mmrec
 from dhmrec_pyg.data.synthetic import synthetic_profile_of
 from dhmrec_pyg.models import MODELS
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     report["negatives"] = run_negatives(Path(args.runs) / name / report["best_run"])
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    dio.write_json(results / f"{name}.json", report)
+    dfiles.write_json(results / f"{name}.json", report)
     t = chosen["test"]
     lines = [
         f"# {args.model} on {args.dataset}",
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                     for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")) + " |"]
     env = report["environment"]
     lines += ["", f"Machine: {machine_line(env)}, {args.threads} torch thread(s)."]
-    dio.write_text(results / f"{name}.md", "\n".join(lines) + "\n")
+    dfiles.write_text(results / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -513,11 +513,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from dhmrec_pyg import io as dio
+    from dhmrec_pyg import files as dfiles
 
-    dio.write_json(out_dir / "speed.json", result)
+    dfiles.write_json(out_dir / "speed.json", result)
     text = markdown(result)
-    dio.write_text(out_dir / "speed.md", text)
+    dfiles.write_text(out_dir / "speed.md", text)
     print(text)
     return 0
 

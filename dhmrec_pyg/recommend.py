@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.models.base import Recommender
 from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
 from dhmrec_pyg.training.config import ConfigError
@@ -135,14 +135,14 @@ def write_recommendations(path: str | Path, users: np.ndarray, items: np.ndarray
         except ImportError:
             raise ConfigError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow), or use .csv") from None
         table = pa.table(cols)
-        dio.atomic_write(path, lambda fh: pq.write_table(table, fh))
+        dfiles.atomic_write(path, lambda fh: pq.write_table(table, fh))
     elif path.suffix == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(cols)
         writer.writerows(zip(cols["user"].tolist(), cols["rank"].tolist(), cols["item"].tolist(),
                              [f"{s:.6g}" for s in cols["score"].tolist()]))
-        dio.write_text(path, buf.getvalue())
+        dfiles.write_text(path, buf.getvalue())
     else:
         raise ConfigError(f"--output {path}: use a .csv or .parquet file name")
     return path

@@ -16,7 +16,7 @@ from typing import Callable, Dict
 import pytest
 import torch
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import load_dataset
 from dhmrec_pyg.models import MODELS, DHMRecConfig, LightGCN, LightGCNConfig
@@ -276,7 +276,7 @@ def test_a_write_cut_short_leaves_the_previous_checkpoint(tmp_path, data_root, m
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(OSError):
-        dio.save_tensors(run / "checkpoint.pt", {"x": torch.zeros(3)})
+        dfiles.save_tensors(run / "checkpoint.pt", {"x": torch.zeros(3)})
     assert (run / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
 
+from ..files import atomic_write
 from ..schema import EDGE_TYPE, modality_names, split_edge_index, split_edge_type
 from .errors import DataError
-from .io import atomic_write, check_known_statistics, find_mmrec_files, load_mmrec
+from .io import check_known_statistics, find_mmrec_files, load_mmrec
 
 __all__ = ["MMRecDataset", "load_dataset"]
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
-from ..io import atomic_write
+from ..files import atomic_write
 from ..schema import EDGE_TYPE, as_interaction_graph, modality_names, split_edge_index, split_edge_type
 from .errors import DataError
 

@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, write_json
+from ..files import atomic_write, write_json
 from .errors import DataError
 from .io import MODALITY_NAME_RE, finite_float32, write_mmrec
 from .split import chronological_split, mmrec_split

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from torch_geometric.data import HeteroData
 
-from .io import atomic_write, build_heterodata, write_mmrec
+from ..files import atomic_write
+from .io import build_heterodata, write_mmrec
 from .split import mmrec_split
 
 __all__ = [

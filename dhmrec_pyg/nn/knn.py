@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dhmrec_pyg.io import atomic_write
+from dhmrec_pyg.files import atomic_write
 
 #: Catalogues larger than this use an approximate (HNSW) index by default.
 EXACT_MAX_ITEMS = 200_000

@@ -4,7 +4,7 @@ A run folder holds ``checkpoint.pt``: everything needed to continue a run
 exactly where it stopped (model, optimizer, every RNG state, the sampler's
 position, early-stopping state, epoch and history). It is written atomically
 (temporary file in the same folder, flush, fsync, rename) through
-:mod:`dhmrec_pyg.io`, so a kill at any moment leaves either the previous
+:mod:`dhmrec_pyg.files`, so a kill at any moment leaves either the previous
 checkpoint or the new one, never a torn file. Every value in it is a tensor,
 a number, a string, ``None`` or a plain container, so it loads with
 ``torch.load(weights_only=True)``: no pickled code can run.
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -121,7 +121,7 @@ def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
         path: destination, normally ``RUN/checkpoint.pt``.
         state: the checkpoint; ``format`` is filled in.
     """
-    dio.save_tensors(path, {**state, "format": CHECKPOINT_FORMAT})
+    dfiles.save_tensors(path, {**state, "format": CHECKPOINT_FORMAT})
 
 
 def load_checkpoint(path: str | Path, expected_config_sha256: Optional[str] = None) -> Dict[str, Any]:
@@ -143,7 +143,7 @@ def load_checkpoint(path: str | Path, expected_config_sha256: Optional[str] = No
     """
     path = Path(path)
     try:
-        obj = dio.load_tensors(path)
+        obj = dfiles.load_tensors(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint") from None
     except Exception as exc:  # truncated, corrupted or foreign file

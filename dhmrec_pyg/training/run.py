@@ -15,7 +15,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.schema import as_interaction_graph
 from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, dump_config
@@ -149,7 +149,7 @@ def run_seeds(
     results = [done[s] for s in seeds]
     summary = summarise(results)
     if ddist.is_main_process():  # under torchrun only rank 0 writes
-        dio.write_json(out_dir / "summary.json", summary)
+        dfiles.write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -221,7 +221,7 @@ def run_grid(
     writer.writerows(rows)
     if ddist.is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-        dio.write_text(out_dir / "grid.csv", buf.getvalue())
+        dfiles.write_text(out_dir / "grid.csv", buf.getvalue())
     chosen = dict(zip(keys, points[best[1]]))
     report: Dict[str, Any] = {"selected_on": f"valid {cfg.valid_metric}", "best_run": f"grid_{best[1]}",
                               "best_params": chosen, "rows": rows}
@@ -234,7 +234,7 @@ def run_grid(
         report["seeds_summary"] = run_seeds(best_cfg, best_model, seeds, out_dir / "best_seeds", data, done,
                                             reuse, jobs)
     if ddist.is_main_process():
-        dio.write_json(out_dir / "grid.json", report)
+        dfiles.write_json(out_dir / "grid.json", report)
     return report
 
 
@@ -315,6 +315,6 @@ def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
             raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
     cfg, model_cfg = read_run_config(run, **({} if device is None else {"device": device}))
     data, model = build_run(cfg, model_cfg)
-    model.load_state_dict(dio.load_tensors(run / "best.pt"))
+    model.load_state_dict(dfiles.load_tensors(run / "best.pt"))
     model.to(resolve_device(cfg.device)).eval()
     return LoadedRun(cfg, model_cfg, model, data)

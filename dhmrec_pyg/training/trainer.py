@@ -28,7 +28,7 @@ import torch
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
-from dhmrec_pyg import io as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.models import MODELS, Recommender
 from dhmrec_pyg.models.base import EDGE
 from dhmrec_pyg.schema import as_interaction_graph, split_edge_index
@@ -255,7 +255,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:  # a stale checkpoint must never be resumed with a new config
             (self.out_dir / name).unlink(missing_ok=True)
-        dio.write_text(self.out_dir / "config.yaml", self.config_text)
+        dfiles.write_text(self.out_dir / "config.yaml", self.config_text)
 
     # ------------------------------------------------------------------ Ctrl-C
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -470,7 +470,7 @@ class Trainer:
                     for name in RUN_FILES[1:]:
                         (self.out_dir / name).unlink(missing_ok=True)
                     if not (self.out_dir / "config.yaml").is_file():
-                        dio.write_text(self.out_dir / "config.yaml", self.config_text)
+                        dfiles.write_text(self.out_dir / "config.yaml", self.config_text)
             else:
                 self._start_fresh()
             # Every rank has read the checkpoint before rank 0 may write a new one.
@@ -515,7 +515,7 @@ class Trainer:
                 early.update(best_value=value, best_epoch=epoch, best_valid=dict(valid), stale=0)
                 self._best_state = copy.deepcopy(self.model.state_dict())
                 if self.out_dir is not None and self.dist.is_main:
-                    dio.save_tensors(self.out_dir / "best.pt", self._best_state)
+                    dfiles.save_tensors(self.out_dir / "best.pt", self._best_state)
             else:
                 early["stale"] += 1
             self._epoch = epoch + 1
@@ -574,7 +574,7 @@ class Trainer:
                 "triplets_per_second": float(self.sampler.users.numel() / np.mean(seconds)) if seconds else 0.0,
             }
         if self.out_dir is not None and self.dist.is_main:
-            dio.write_json(self.out_dir / "metrics.json", result)
+            dfiles.write_json(self.out_dir / "metrics.json", result)
         ddist.barrier()
         return result
 
@@ -586,7 +586,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        dio.write_text(self.out_dir / "history.csv", buf.getvalue())  # type: ignore[operator]
+        dfiles.write_text(self.out_dir / "history.csv", buf.getvalue())  # type: ignore[operator]
 
 
 def environment() -> Dict[str, str]:
