@@ -5,7 +5,7 @@ Example (the runs recorded in ``benchmarks/results/``)::
     python -m benchmarks.reproduce --dataset baby --model lightgcn \
         --grid num_layers=2,3 --grid reg_weight=1e-3,1e-4
 
-Each grid point is trained with the SPEC protocol (early stopping on validation
+Each grid point is trained with the README's protocol (early stopping on validation
 Recall@20); the point with the best validation Recall@20 is selected and its
 test metrics reported. Results go to ``benchmarks/results/<dataset>_<model>.json``
 and ``.md`` together with the command, the machine and library versions.

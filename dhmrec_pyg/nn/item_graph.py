@@ -27,7 +27,7 @@ def common_view_weights(
 ) -> Dict[str, float]:
     r"""The weights :math:`\beta_m` of the modality-common item-item graph (12).
 
-    Reading taken (SPEC.md, FREEDOM's mixing rule): the visual-like modality
+    Reading taken (``docs/readings.md``; FREEDOM's mixing rule): the visual-like modality
     gets :math:`\beta` and the remaining :math:`1 - \beta` is shared equally by
     the other modalities (for two modalities: :math:`\beta` and
     :math:`1-\beta`, FREEDOM's ``mm_image_weight``). The visual-like modality
@@ -176,7 +176,7 @@ class ItemGraphPropagation(nn.Module):
         \hat{\mathbf{E}}^{(l-1)}_{i,\tilde{m}}, \qquad
         \hat{\mathbf{E}}_{i,\tilde{m}} = \hat{\mathbf{E}}^{(l)}_{i,\tilde{m}}
 
-    Reading taken (SPEC.md): the output is the last layer, not a layer mean.
+    Reading taken (``docs/readings.md``): the output is the last layer, not a layer mean.
     With ``num_layers=0`` the input is returned.
 
     Args:

@@ -205,7 +205,7 @@ def knn_graph(
         \hat{I}^m_{i,i'} = \begin{cases} 1 & I^m_{i,i'} \in
         \text{top-}k(I^m_i) \\ 0 & \text{otherwise} \end{cases} \quad (10)
 
-    Reading taken (SPEC.md): the graph is built on the *raw* modality features,
+    Reading taken (``docs/readings.md``): the graph is built on the *raw* modality features,
     once, before training. Rows are L2-normalised and searched by inner product
     with faiss, so no items x items matrix is ever formed: an exact
     ``IndexFlatIP`` (on the GPU when faiss exposes one) up to

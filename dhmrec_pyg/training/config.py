@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Everything about a run that is not a model hyper-parameter.
 
-    Defaults follow MMRec's protocol (see SPEC.md): batch 2048, Adam with
+    Defaults follow MMRec's protocol (README, *Protocol*; docs/readings.md): batch 2048, Adam with
     learning rate 1e-3, up to 1000 epochs, early stopping after 20 epochs
     without a better validation Recall@20, BPR negatives drawn from the items
     that have a training interaction (``negatives``, see
