@@ -44,3 +44,17 @@ def test_max_batches_and_callback(tiny):
     assert set(losses) >= {"loss"}
     with pytest.raises(ValueError, match="max_batches"):
         trainer.train_epoch(1, torch.Generator().manual_seed(0), max_batches=0)
+
+
+def test_early_stopping_state():
+    """EarlyStopping: best value/epoch, patience, and the checkpoint's dict of it."""
+    from dhmrec_pyg.training import EarlyStopping
+
+    early = EarlyStopping(patience=2)
+    assert early.step(0, 0.1, {"recall@20": 0.1}) and not early.stopped
+    assert not early.step(1, 0.1, {"recall@20": 0.1}) and early.stale == 1
+    assert early.step(2, 0.3, {"recall@20": 0.3}) and early.best_epoch == 2 and early.stale == 0
+    assert not early.step(3, 0.2, {}) and not early.step(4, 0.2, {}) and early.stopped
+    again = EarlyStopping(patience=2)
+    again.load_state_dict(early.state_dict())
+    assert again == early and set(early.state_dict()) == {"best_value", "best_epoch", "best_valid", "stale"}

@@ -5,6 +5,7 @@ from dhmrec_pyg.training.evaluate import FullRankingEvaluator, evaluation_users
 from dhmrec_pyg.training.run import LoadedRun, load_run
 from dhmrec_pyg.training.sampler import BPRSampler
 from dhmrec_pyg.training.trainer import (
+    EarlyStopping,
     NonFiniteLossError,
     Trainer,
     TrainingInterrupted,
@@ -16,6 +17,7 @@ __all__ = [
     "BPRSampler",
     "CheckpointError",
     "ConfigError",
+    "EarlyStopping",
     "FullRankingEvaluator",
     "LoadedRun",
     "NonFiniteLossError",

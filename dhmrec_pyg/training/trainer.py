@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -110,6 +111,48 @@ def build_model(name: str, data: HeteroData, model_config: Any) -> Recommender:
     if name not in MODELS:
         raise ConfigError(f"model: unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](data, model_config)
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping on a validation metric (higher is better).
+
+    Attributes:
+        patience: epochs without a better value after which training stops.
+        best_value: the best validation value so far (``-inf`` before the first epoch).
+        best_epoch: its epoch (``-1`` before the first epoch).
+        best_valid: every validation metric at that epoch.
+        stale: epochs since the best one.
+    """
+
+    patience: int
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    best_valid: Dict[str, float] = field(default_factory=dict)
+    stale: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better value."""
+        return self.stale >= self.patience
+
+    def step(self, epoch: int, value: float, valid: Dict[str, float]) -> bool:
+        """Record an epoch's validation ``value`` (and all its metrics); whether it is the new best."""
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.best_valid, self.stale = value, epoch, dict(valid), 0
+            return True
+        self.stale += 1
+        return False
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The state a checkpoint keeps (``best_value``, ``best_epoch``, ``best_valid``, ``stale``)."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                "best_valid": dict(self.best_valid), "stale": self.stale}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the state of :meth:`state_dict`."""
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best_valid, self.stale = dict(state["best_valid"]), state["stale"]
 
 
 def make_evaluators(data: HeteroData, cfg: TrainConfig) -> Dict[str, FullRankingEvaluator]:
@@ -205,7 +248,7 @@ class Trainer:
         self._config_sha256 = config_digest(identity_text(cfg, self.model_config))
         self._interrupt = False
         self._epoch = 0
-        self._early: Dict[str, Any] = {"best_value": -math.inf, "best_epoch": -1, "best_valid": {}, "stale": 0}
+        self._early = EarlyStopping(cfg.patience)
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -226,7 +269,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": capture_rng_state(),
-            "early_stopping": dict(self._early),
+            "early_stopping": self._early.state_dict(),
             "best_model": self._best_state,
             "history": [dict(r) for r in self.history],
         }
@@ -244,7 +287,7 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.history = [dict(r) for r in ck["history"]]
-        self._early = dict(ck["early_stopping"])
+        self._early.load_state_dict(ck["early_stopping"])
         self._best_state = ck["best_model"]
         self._epoch = int(ck["epoch"])
 
@@ -499,7 +542,7 @@ class Trainer:
     def _epoch_loop(self, generator: torch.Generator, resume_point: Optional[Dict[str, Any]], bar: Any) -> None:
         cfg = self.cfg
         early = self._early
-        while self._epoch < cfg.epochs and early["stale"] < cfg.patience:
+        while self._epoch < cfg.epochs and not early.stopped:
             epoch = self._epoch
             losses, train_seconds = self._train_epoch(epoch, generator, resume_point)
             resume_point = None
@@ -511,21 +554,18 @@ class Trainer:
             row.update({f"valid_{k}": v for k, v in valid.items() if k.endswith("@20") or k.endswith("@10")})
             row.update({f"diag_{k}": v for k, v in self._diagnostics(epoch).items()})
             self.history.append(row)
-            if value > early["best_value"]:
-                early.update(best_value=value, best_epoch=epoch, best_valid=dict(valid), stale=0)
+            if early.step(epoch, value, valid):
                 self._best_state = copy.deepcopy(self.model.state_dict())
                 if self.out_dir is not None and self.dist.is_main:
                     dfiles.save_tensors(self.out_dir / "best.pt", self._best_state)
-            else:
-                early["stale"] += 1
             self._epoch = epoch + 1
             if self.out_dir is not None and self.dist.is_main:
                 self._write_history()
                 self._save_checkpoint(self._epoch, 0, generator.get_state())
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", **{cfg.valid_metric: f"{value:.4f}"},
-                            best=f"{early['best_value']:.4f}@{early['best_epoch']}")
-            more = self._epoch < cfg.epochs and early["stale"] < cfg.patience
+                            best=f"{early.best_value:.4f}@{early.best_epoch}")
+            more = self._epoch < cfg.epochs and not early.stopped
             if self._stop_requested() and self.out_dir is not None and more:
                 raise TrainingInterrupted(self.out_dir, self._epoch, 0)
 
@@ -557,10 +597,10 @@ class Trainer:
             "model": cfg.model,
             "dataset": cfg.dataset,
             "seed": cfg.seed,
-            "best_epoch": self._early["best_epoch"],
+            "best_epoch": self._early.best_epoch,
             "epochs_run": len(self.history),
             "valid_metric": cfg.valid_metric,
-            "valid": self._early["best_valid"],
+            "valid": self._early.best_valid,
             "test": test,
             "seconds_per_epoch": float(np.mean(seconds)) if seconds else 0.0,
             "eval_seconds": float(np.mean([r["eval_seconds"] for r in self.history])) if seconds else 0.0,
