@@ -325,6 +325,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from dhmrec_pyg import files as dfiles
     from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.schema import modality_names
     from dhmrec_pyg.training.trainer import environment
 
     if args.threads > 0:
@@ -337,8 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     shape = {"users": int(data["user"].num_nodes), "items": int(data["item"].num_nodes),
              "train_interactions": int(data[EDGE].edge_index.size(1)),
-             "features": {k[2:]: int(data["item"][k].size(1)) for k in sorted(data["item"].keys())
-                          if k.startswith("x_")}}
+             "features": {m: int(data["item"][f"x_{m}"].size(1)) for m in modality_names(data)}}
     rows = []
     for name in models:
         print(f"{args.dataset} / {name} ...", file=sys.stderr, flush=True)

@@ -124,7 +124,9 @@ def attach_random_features(data: Any, dims: Dict[str, int], seed: int) -> List[s
     import numpy as np
     import torch
 
-    if any(k.startswith("x_") for k in data["item"].keys()):
+    from dhmrec_pyg.schema import modality_names
+
+    if modality_names(data):
         return []
     n = int(data["item"].num_nodes)
     rng = np.random.default_rng(seed)
@@ -153,6 +155,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from dhmrec_pyg.data import load_mmrec
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.schema import modality_names
     from dhmrec_pyg.training.config import TrainConfig, apply_overrides
     from dhmrec_pyg.training.trainer import Trainer, build_model, evaluate_model, resolve_device, seed_everything
     from benchmarks.reproduce import peak_rss_mib
@@ -184,8 +187,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     store = data[EDGE]
     shape = {"users": int(data["user"].num_nodes), "items": int(data["item"].num_nodes),
              "train_interactions": int(store.edge_index.size(1)),
-             "features": {k[2:]: int(data["item"][k].size(1)) for k in sorted(data["item"].keys())
-                          if k.startswith("x_")}}
+             "features": {m: int(data["item"][f"x_{m}"].size(1)) for m in modality_names(data)}}
 
     seed_everything(train_cfg.seed)
     t0 = time.perf_counter()
