@@ -485,6 +485,54 @@ def _column_strings(values: np.ndarray) -> list[str]:
     return [str(v) for v in values.tolist()]
 
 
+def _check_columns(columns: Mapping[str, np.ndarray]) -> int:
+    """Check :func:`write_mmrec`'s columns (required ones present, 1-D, equally long, IDs and
+    labels valid); their length."""
+    n: int | None = None
+    for col in REQUIRED_COLUMNS:
+        if col not in columns:
+            raise DataError(f"write_mmrec: missing column {col!r} (got {sorted(columns)})")
+    for col, values in columns.items():
+        if values.ndim != 1:
+            raise DataError(f"write_mmrec: column {col!r} must be 1-D, found shape {values.shape}")
+        if n is None:
+            n = values.shape[0]
+        elif values.shape[0] != n:
+            raise DataError(f"write_mmrec: column {col!r} has {values.shape[0]} rows, expected {n}")
+    for col in REQUIRED_COLUMNS:
+        values = columns[col]
+        if values.dtype.kind not in "iu":
+            raise DataError(f"write_mmrec: column {col!r} must hold integers, found dtype {values.dtype}")
+        if values.size and int(values.min()) < 0:
+            raise DataError(f"write_mmrec: column {col!r} must be non-negative, found {int(values.min())}")
+    if columns["x_label"].size and int(columns["x_label"].max()) > 2:
+        raise DataError(f"write_mmrec: column 'x_label' must be 0, 1 or 2, found {int(columns['x_label'].max())}")
+    return int(n or 0)
+
+
+def _check_features(features: Mapping[str, np.ndarray | torch.Tensor], max_item: int) -> dict[str, np.ndarray]:
+    """Check :func:`write_mmrec`'s feature matrices (names, 2-D numeric, a row for every item up
+    to ``max_item``, equally many rows); them as numpy arrays."""
+    feat_arrays: dict[str, np.ndarray] = {}
+    for modality, x in features.items():
+        if not MODALITY_NAME_RE.match(modality):
+            raise DataError(f"write_mmrec: modality name {modality!r} must use only letters, digits, underscores")
+        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if arr.ndim != 2 or arr.dtype.kind not in "iuf":
+            raise DataError(f"write_mmrec: features {modality!r} must be a 2-D numeric array, found {arr.dtype} {arr.shape}")
+        if arr.shape[0] <= max_item:
+            raise DataError(
+                f"write_mmrec: features {modality!r} have {arr.shape[0]} rows but column 'itemID' holds {max_item}"
+            )
+        feat_arrays[modality] = arr
+    if len({a.shape[0] for a in feat_arrays.values()}) > 1:
+        raise DataError(
+            "write_mmrec: feature matrices disagree on the number of items: "
+            + ", ".join(f"{m} has {a.shape[0]} rows" for m, a in feat_arrays.items())
+        )
+    return feat_arrays
+
+
 def write_mmrec(
     data: HeteroData | Mapping[str, np.ndarray],
     folder: str | Path,
@@ -545,44 +593,8 @@ def write_mmrec(
         raise DataError(f"write_mmrec: dataset name {name!r} must be a plain file name")
     features = dict(features or {})
 
-    n = None
-    for col in REQUIRED_COLUMNS:
-        if col not in columns:
-            raise DataError(f"write_mmrec: missing column {col!r} (got {sorted(columns)})")
-    for col, values in columns.items():
-        if values.ndim != 1:
-            raise DataError(f"write_mmrec: column {col!r} must be 1-D, found shape {values.shape}")
-        if n is None:
-            n = values.shape[0]
-        elif values.shape[0] != n:
-            raise DataError(f"write_mmrec: column {col!r} has {values.shape[0]} rows, expected {n}")
-    for col in REQUIRED_COLUMNS:
-        values = columns[col]
-        if values.dtype.kind not in "iu":
-            raise DataError(f"write_mmrec: column {col!r} must hold integers, found dtype {values.dtype}")
-        if values.size and int(values.min()) < 0:
-            raise DataError(f"write_mmrec: column {col!r} must be non-negative, found {int(values.min())}")
-    if columns["x_label"].size and int(columns["x_label"].max()) > 2:
-        raise DataError(f"write_mmrec: column 'x_label' must be 0, 1 or 2, found {int(columns['x_label'].max())}")
-
-    feat_arrays: dict[str, np.ndarray] = {}
-    max_item = int(columns["itemID"].max()) if n else -1
-    for modality, x in features.items():
-        if not MODALITY_NAME_RE.match(modality):
-            raise DataError(f"write_mmrec: modality name {modality!r} must use only letters, digits, underscores")
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        if arr.ndim != 2 or arr.dtype.kind not in "iuf":
-            raise DataError(f"write_mmrec: features {modality!r} must be a 2-D numeric array, found {arr.dtype} {arr.shape}")
-        if arr.shape[0] <= max_item:
-            raise DataError(
-                f"write_mmrec: features {modality!r} have {arr.shape[0]} rows but column 'itemID' holds {max_item}"
-            )
-        feat_arrays[modality] = arr
-    if len({a.shape[0] for a in feat_arrays.values()}) > 1:
-        raise DataError(
-            "write_mmrec: feature matrices disagree on the number of items: "
-            + ", ".join(f"{m} has {a.shape[0]} rows" for m, a in feat_arrays.items())
-        )
+    n = _check_columns(columns)
+    feat_arrays = _check_features(features, int(columns["itemID"].max()) if n else -1)
 
     folder.mkdir(parents=True, exist_ok=True)
     inter_path = folder / f"{name}.inter"
