@@ -397,79 +397,56 @@ def _check_unique(path: Path, ids: list[str], where: list[str]) -> None:
         seen[i] = r
 
 
-def read_item_features(path: str | Path, item_col: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Read one modality's feature file keyed by item ID (see the module docstring for formats).
-
-    Args:
-        path: a ``.npz`` (arrays ``ids`` and ``features``) or a ``.csv`` / ``.tsv`` / ``.txt`` file
-            (ID first, then one feature per column, optional header row).
-        item_col: the interaction table's item column name, also recognised as a header's first field.
-
-    Returns:
-        ``(ids, x)``: the item IDs as text (unique, non-empty) and a float32 matrix ``[len(ids), d]``.
-
-    Raises:
-        DataError: for a missing or unreadable file, an unsupported type, missing arrays, a shape
-            mismatch, a duplicate or empty ID, a non-numeric value or a NaN / infinite value (the
-            message names the file and the item ID).
-    """
-    path = Path(path)
-    _check_file(path, "feature file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                names = list(npz.files)
-                for key in ("ids", "features"):
-                    if key not in names:
-                        raise DataError(
-                            f"{path}: missing array {key!r} (arrays in file: {names}); write it with "
-                            "np.savez(path, ids=ids, features=x)"
-                        )
-                try:
-                    raw_ids = npz["ids"]
-                    x = npz["features"]
-                except ValueError as e:
+def _read_npz_features(path: Path) -> tuple[list[str], np.ndarray]:
+    """:func:`read_item_features` of an ``.npz`` file (arrays ``ids`` and ``features``)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = list(npz.files)
+            for key in ("ids", "features"):
+                if key not in names:
                     raise DataError(
-                        f"{path}: array 'ids' or 'features' is an object array, which needs pickle to "
-                        "load; store string IDs as a unicode array, e.g. np.array(ids, dtype=str)"
-                    ) from e
-        except DataError:
-            raise
-        except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, ...
-            raise DataError(f"{path}: cannot be loaded as an .npz archive ({type(e).__name__}: {e})") from e
-        if raw_ids.ndim != 1:
-            raise DataError(f"{path}: array 'ids' must be 1-D, found shape {raw_ids.shape}")
-        if raw_ids.dtype.kind in "iu":
-            ids = [str(int(v)) for v in raw_ids.tolist()]
-        elif raw_ids.dtype.kind == "U":
-            ids = [str(v).strip() for v in raw_ids.tolist()]
-        elif raw_ids.dtype.kind == "S":
-            ids = [v.decode("utf-8", errors="replace").strip() for v in raw_ids.tolist()]
-        else:
-            raise DataError(
-                f"{path}: array 'ids' must hold integers or strings, found dtype '{raw_ids.dtype}'"
-            )
-        if x.dtype.kind not in "iuf":
-            raise DataError(f"{path}: array 'features' must be numeric, found dtype '{x.dtype}'")
-        if x.ndim != 2 or x.shape[1] == 0:
-            raise DataError(f"{path}: array 'features' must be 2-D with at least one column, found shape {x.shape}")
-        if x.shape[0] != len(ids):
-            raise DataError(
-                f"{path}: array 'features' has {x.shape[0]} rows but 'ids' has {len(ids)} entries"
-            )
-        where = [f"row {r}" for r in range(len(ids))]
-        _check_unique(path, ids, where)
-        return ids, _check_feature_values(path, ids, x, where)
-
-    if suffix in _PARQUET_SUFFIXES or suffix == ".npy":
+                        f"{path}: missing array {key!r} (arrays in file: {names}); write it with "
+                        "np.savez(path, ids=ids, features=x)"
+                    )
+            try:
+                raw_ids = npz["ids"]
+                x = npz["features"]
+            except ValueError as e:
+                raise DataError(
+                    f"{path}: array 'ids' or 'features' is an object array, which needs pickle to "
+                    "load; store string IDs as a unicode array, e.g. np.array(ids, dtype=str)"
+                ) from e
+    except DataError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, ...
+        raise DataError(f"{path}: cannot be loaded as an .npz archive ({type(e).__name__}: {e})") from e
+    if raw_ids.ndim != 1:
+        raise DataError(f"{path}: array 'ids' must be 1-D, found shape {raw_ids.shape}")
+    if raw_ids.dtype.kind in "iu":
+        ids = [str(int(v)) for v in raw_ids.tolist()]
+    elif raw_ids.dtype.kind == "U":
+        ids = [str(v).strip() for v in raw_ids.tolist()]
+    elif raw_ids.dtype.kind == "S":
+        ids = [v.decode("utf-8", errors="replace").strip() for v in raw_ids.tolist()]
+    else:
         raise DataError(
-            f"{path}: unsupported feature file type {suffix!r}; a {suffix} has no item IDs here - save "
-            "np.savez(path.npz, ids=ids, features=x) or a CSV with the item ID first"
+            f"{path}: array 'ids' must hold integers or strings, found dtype '{raw_ids.dtype}'"
         )
-    if suffix not in _CSV_SUFFIXES:
-        raise DataError(f"{path}: unsupported feature file type {suffix!r}; use .npz, .csv, .tsv or .txt")
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{path}: array 'features' must be numeric, found dtype '{x.dtype}'")
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DataError(f"{path}: array 'features' must be 2-D with at least one column, found shape {x.shape}")
+    if x.shape[0] != len(ids):
+        raise DataError(
+            f"{path}: array 'features' has {x.shape[0]} rows but 'ids' has {len(ids)} entries"
+        )
+    where = [f"row {r}" for r in range(len(ids))]
+    _check_unique(path, ids, where)
+    return ids, _check_feature_values(path, ids, x, where)
 
+
+def _read_csv_features(path: Path, item_col: str | None) -> tuple[list[str], np.ndarray]:
+    """:func:`read_item_features` of a CSV / TSV / TXT file (item ID first, optional header row)."""
     reader, delim, fh = _csv_rows(path)
     ids: list[str] = []
     where: list[str] = []
@@ -517,6 +494,37 @@ def read_item_features(path: str | Path, item_col: str | None = None) -> tuple[l
         raise DataError(f"{path}: no feature rows (expected the item ID first, then the features)")
     _check_unique(path, ids, where)
     return ids, _check_feature_values(path, ids, np.asarray(rows, dtype=np.float64), where)
+
+
+def read_item_features(path: str | Path, item_col: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Read one modality's feature file keyed by item ID (see the module docstring for formats).
+
+    Args:
+        path: a ``.npz`` (arrays ``ids`` and ``features``) or a ``.csv`` / ``.tsv`` / ``.txt`` file
+            (ID first, then one feature per column, optional header row).
+        item_col: the interaction table's item column name, also recognised as a header's first field.
+
+    Returns:
+        ``(ids, x)``: the item IDs as text (unique, non-empty) and a float32 matrix ``[len(ids), d]``.
+
+    Raises:
+        DataError: for a missing or unreadable file, an unsupported type, missing arrays, a shape
+            mismatch, a duplicate or empty ID, a non-numeric value or a NaN / infinite value (the
+            message names the file and the item ID).
+    """
+    path = Path(path)
+    _check_file(path, "feature file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _read_npz_features(path)
+    if suffix in _PARQUET_SUFFIXES or suffix == ".npy":
+        raise DataError(
+            f"{path}: unsupported feature file type {suffix!r}; a {suffix} has no item IDs here - save "
+            "np.savez(path.npz, ids=ids, features=x) or a CSV with the item ID first"
+        )
+    if suffix not in _CSV_SUFFIXES:
+        raise DataError(f"{path}: unsupported feature file type {suffix!r}; use .npz, .csv, .tsv or .txt")
+    return _read_csv_features(path, item_col)
 
 
 # ----------------------------------------------------------------------------------------------
