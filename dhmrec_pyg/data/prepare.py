@@ -759,7 +759,7 @@ def _read_interactions(src: Path, user_col: str, item_col: str, timestamp_col: s
     )
 
 
-def _apply_k_core(table: _Interactions, k_core: int, src: Path) -> tuple[np.ndarray, np.ndarray]:
+def _k_core_filter(table: _Interactions, k_core: int, src: Path) -> tuple[np.ndarray, np.ndarray]:
     """Step 3: keep the ``k_core``-core of ``table`` (in place); the codes of the users and items left."""
     core, table.k_core_rounds = _k_core(table.u_code, table.i_code, k_core)
     table.users_before_core = np.unique(table.u_code).size
@@ -1019,7 +1019,7 @@ def prepare_dataset(
     # 1.-2. Interactions, without duplicates (keep the earliest, else the first in the file).
     table = _read_interactions(src, user_col, item_col, timestamp_col)
     # 3. k-core.
-    warm_u, warm_i = _apply_k_core(table, k_core, src)
+    warm_u, warm_i = _k_core_filter(table, k_core, src)
     # 4. Features (and text), keyed by original item ID.
     loaded, texts = _read_modalities(features, item_col, text_file, text_col, text_modality)
     # 5. ID maps: users sorted; items with interactions, then cold items.

@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ItemGraphConfig, Recommender, bpr_loss, item_modalities, l2_reg
+from dhmrec_pyg.models.base import (
+    EDGE,
+    ItemGraphConfig,
+    Recommender,
+    accepts_aliases,
+    bpr_loss_from_embeddings,
+    item_modalities,
+    l2_reg,
+)
 from dhmrec_pyg.nn.alignment import KL_GRADS, KL_SCORES, interaction_kl
 from dhmrec_pyg.nn.attention import ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
@@ -21,7 +29,6 @@ from dhmrec_pyg.nn.item_graph import (
     user_item_adjacency,
 )
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
-from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 
 FUSIONS = ("attention", "mean")
 ATTENTION_SCOPES = ("all", "batch")
@@ -45,6 +52,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+@accepts_aliases
 @dataclass
 class DHMRecConfig(ItemGraphConfig):
     r"""DHMRec hyper-parameters: the paper's, and the readings it leaves open.
@@ -243,7 +251,8 @@ class DHMRec(Recommender):
         + \textstyle\sum_m \mathcal{L}_{orth_m}\big) + \gamma_{kl}\mathcal{L}_{KL}
         + \gamma_{reg}\frac{1}{|B|}\big\|\dot{\mathbf{E}}_B\big\|_2^2 \;\; (25)
 
-    with :func:`~dhmrec_pyg.models.base.bpr_loss` (24) and
+    with :func:`~dhmrec_pyg.models.base.bpr_loss` (24, via
+    :func:`~dhmrec_pyg.models.base.bpr_loss_from_embeddings`) and
     :func:`~dhmrec_pyg.nn.alignment.interaction_kl` (20)-(21) over the batch's
     distinct users. Readings of (25) (``reg_target``): :math:`\|\theta\|^2` is the
     squared L2 norm of the batch's final user, positive and negative item
@@ -390,11 +399,6 @@ class DHMRec(Recommender):
             user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=views, codes=codes,
         )
 
-    def embeddings(self) -> Tuple[Tensor, Tensor]:
-        """Final user and item embeddings (equation (22))."""
-        out = self.forward()
-        return out.user, out.item
-
     def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
         """The objective of equation (25) and its terms.
 
@@ -407,7 +411,7 @@ class DHMRec(Recommender):
             rows = torch.cat([torch.unique(users), self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
         out = self.forward(rows)
         u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
-        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        bpr = bpr_loss_from_embeddings(u, p, n)
         if cfg.reg_target == "ego":
             reg = l2_reg(self.user_emb.weight[users], self.item_emb.weight[pos_items], self.item_emb.weight[neg_items])
         else:

@@ -55,7 +55,7 @@ def jensen_shannon_divergence(codes: Sequence[Tensor]) -> Tensor:
 
     For two modalities this is the paper's
     :math:`\frac{1}{2}(KL(\mathbf{P}\|\mathbf{M}) + KL(\mathbf{Q}\|\mathbf{M}))`;
-    for more it is the generalised JSD against the mean (SPEC.md's reading),
+    for more it is the generalised JSD against the mean (this library's reading, ``docs/readings.md``),
     and with one modality it is zero.
 
     Reading taken: the sigmoid of each code is used as written, without
@@ -96,7 +96,7 @@ def orthogonality_loss(common: Tensor, specific: Tensor, eps: float = 1e-8) -> T
         \frac{|\langle \mathbf{c}_{i,m}, \mathbf{s}_{i,m} \rangle|}
         {\|\mathbf{c}_{i,m}\|_2 \, \|\mathbf{s}_{i,m}\|_2}
 
-    Reading taken (SPEC.md): the absolute cosine similarity per item between
+    Reading taken (``docs/readings.md``): the absolute cosine similarity per item between
     its modality-common code and its (gated) modality-specific code, averaged
     over items. ``eps`` bounds the norms away from zero.
 
