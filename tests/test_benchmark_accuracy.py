@@ -38,6 +38,8 @@ def test_accuracy_table_on_a_tiny_profile(tmp_path):
 
 def test_lgmrec_brings_its_tuned_row_and_unknown_models_are_named():
     assert accuracy.expand(["lgmrec", "bpr"]) == ["lgmrec", "lgmrec-tuned", "bpr"]
+    assert accuracy.expand(["dhmrec"]) == ["dhmrec", "dhmrec-paper"]
+    assert accuracy.result_stem("tiktok", "dhmrec-paper") == "tiktok_dhmrec_acc_paper"
     try:
         accuracy.expand(["nope"])
     except SystemExit as exc:

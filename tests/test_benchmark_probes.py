@@ -1,0 +1,40 @@
+"""benchmarks.probes: one result file summarising probe runs (finished or stopped by hand)."""
+import csv
+import json
+
+from benchmarks import probes
+from dhmrec_pyg.models import DHMRecConfig
+from dhmrec_pyg.training.config import TrainConfig, dump_config
+
+
+def fake_run(folder, valid, finished_best=None, **model):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(TrainConfig(model="dhmrec", seed=3), DHMRecConfig(**model)))
+    with (folder / "history.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["epoch", "loss", "train_seconds", "valid_recall@20", "diag_item_term_share"])
+        writer.writeheader()
+        for epoch, v in enumerate(valid):
+            writer.writerow({"epoch": epoch, "loss": 1.0, "train_seconds": 2.0, "valid_recall@20": v,
+                             "diag_item_term_share": 0.1 * epoch})
+    if finished_best is not None:
+        (folder / "metrics.json").write_text(json.dumps(
+            {"best_epoch": finished_best, "test": {"recall@20": 0.5, "ndcg@20": 0.25}}))
+    return folder
+
+
+def test_rows_name_changed_options_best_point_and_test(tmp_path):
+    done = fake_run(tmp_path / "a", [0.1, 0.3, 0.2, 0.4], finished_best=3, attention_scale="sqrt_n")
+    stopped = fake_run(tmp_path / "b", [0.1, 0.2], view_dropout=0.2)
+    row = probes.summarise_run(done)
+    assert row["changed_from_defaults"] == {"attention_scale": "sqrt_n"}
+    assert (row["best_epoch"], row["best_valid_recall@20"], row["finished"]) == (3, 0.4, True)
+    assert row["test"] == {"recall@20": 0.5, "ndcg@20": 0.25}
+    assert row["diagnostics_at_best"]["item_term_share"] == 0.30000000000000004
+    capped = probes.summarise_run(done, max_epochs=3)  # the window misses the run's best epoch
+    assert (capped["best_epoch"], capped["test"]) == (1, None)
+    row_b = probes.summarise_run(stopped)
+    assert not row_b["finished"] and row_b["test"] is None and row_b["seed"] == 3
+    assert probes.main(["--name", "p", "--results", str(tmp_path / "out"), str(done), str(stopped)]) == 0
+    text = (tmp_path / "out" / "p.md").read_text()
+    assert "attention_scale=sqrt_n" in text and "stopped by hand" in text and "| 0.5000 |" in text
+    assert probes.main(["--name", "p", "--results", str(tmp_path / "out"), str(tmp_path / "none")]) == 2
