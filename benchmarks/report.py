@@ -158,6 +158,10 @@ def main() -> int:
             "GPU training ten runs at once): compare speeds only within one speed benchmark file.", ""]
     for path in sorted((HERE / "results").glob("accuracy_*.md")):
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
+    body += embedded("tiktok_dhmrec_readings", "DHMRec: the probes that selected the default readings "
+                     "(TikTok, seed 0; docs/readings.md)")
+    body += embedded("tiktok_dhmrec_ablations", "DHMRec ablations under the default preset (TikTok, seed 0, "
+                     "first 40 epochs of each run)")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
     for path in sorted((HERE / "results").glob("opcount_*.md")):
