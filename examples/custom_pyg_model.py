@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dhmrec_pyg.data import make_synthetic, modalities
+from dhmrec_pyg.data import make_synthetic, modalities, split_edge_index
 from dhmrec_pyg.models import bpr_loss_from_embeddings
 from dhmrec_pyg.nn import (
     LightGCNConv,
@@ -76,7 +76,7 @@ def main(steps: int = 30, seed: int = 0) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     sampler = BPRSampler(data[EDGE].edge_index, model.num_items, batch_size=1024)
     evaluator = FullRankingEvaluator(
-        data[EDGE].edge_index, data[EDGE].val_edge_index, model.num_users, model.num_items, ks=[20]
+        data[EDGE].edge_index, split_edge_index(data, "val"), model.num_users, model.num_items, ks=[20]
     )
     generator = torch.Generator().manual_seed(seed)
     step = 0
