@@ -7,8 +7,7 @@ import yaml
 from torch.testing import assert_close
 
 from dhmrec_pyg.data import make_synthetic
-from dhmrec_pyg.models import DHMRec, DHMRecConfig, l2_reg
-from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.models import DHMRecConfig, l2_reg
 from dhmrec_pyg.models.dhmrec import PRESETS, item_term_share
 from dhmrec_pyg.nn import PosNegAttention, interaction_kl
 from dhmrec_pyg.training.config import (
@@ -19,23 +18,12 @@ from dhmrec_pyg.training.config import (
     identity_text,
     load_run_config,
 )
+from test_dhmrec_model import batch, build  # the same small DHMRec and triplet batch
 
 
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic("tiny", seed=0, n_users=50, n_items=30, n_interactions=320)
-
-
-def build(data, seed=0, **overrides):
-    torch.manual_seed(seed)
-    return DHMRec(data, DHMRecConfig(embedding_dim=8, knn_k=4, knn_cache_dir="none", **overrides))
-
-
-def batch(data, seed=0, size=32):
-    g = torch.Generator().manual_seed(seed)
-    ei = data[EDGE].edge_index
-    idx = torch.randint(0, ei.size(1), (size,), generator=g)
-    return ei[0, idx], ei[1, idx], torch.randint(0, int(data["item"].num_nodes), (size,), generator=g)
 
 
 # ---------------------------------------------------------------- presets

@@ -312,11 +312,7 @@ class DHMRec(Recommender):
         self._train_edges = edge_index.cpu()
         layout = config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
-        adj_ui = user_item_adjacency(edge_index, num_u, num_i, layout=layout)
-        self.register_adjacency("adj_ui", adj_ui)
-        # Its transpose, built once, serves the backward pass of every user aggregation.
-        adj_iu = adj_ui.t()
-        self.register_adjacency("adj_iu", adj_iu.to_sparse_csr() if layout == "csr" else adj_iu.coalesce())
+        self._register_user_item_blocks(edge_index)
         if config.keep_ratio < 1.0:
             self._resample_pruned(torch.Generator().manual_seed(0))
         if config.item_graphs:
@@ -339,16 +335,22 @@ class DHMRec(Recommender):
         if self.fusion is not None:
             self.fusion.reset_parameters()
 
+    def _register_user_item_blocks(self, edge_index: Tensor, suffix: str = "") -> None:
+        """Register the normalised user-item block ``adj_ui<suffix>`` of ``edge_index`` (14) and its
+        transpose ``adj_iu<suffix>``, built once: it serves the backward pass of every user aggregation."""
+        layout = self.config.sparse_layout
+        adj_ui = user_item_adjacency(edge_index, self.num_users, self.num_items, layout=layout)
+        adj_iu = adj_ui.t()
+        adj_iu = adj_iu.to_sparse_csr() if layout == "csr" else adj_iu.coalesce()
+        device = self.user_emb.weight.device
+        self.register_adjacency(f"adj_ui{suffix}", adj_ui.to(device))
+        self.register_adjacency(f"adj_iu{suffix}", adj_iu.to(device))
+
     def _resample_pruned(self, generator: torch.Generator) -> None:
         cfg = self.config
         kept = self.resample_pruned_graph(self._train_edges, cfg.keep_ratio, generator, cfg.sparse_layout)
-        if kept is not None and self.config.prune_views:
-            device = self.user_emb.weight.device
-            adj_ui = user_item_adjacency(kept, self.num_users, self.num_items, layout=self.config.sparse_layout)
-            adj_iu = adj_ui.t()
-            adj_iu = adj_iu.to_sparse_csr() if self.config.sparse_layout == "csr" else adj_iu.coalesce()
-            self.register_adjacency("adj_ui_pruned", adj_ui.to(device))
-            self.register_adjacency("adj_iu_pruned", adj_iu.to(device))
+        if kept is not None and cfg.prune_views:
+            self._register_user_item_blocks(kept, suffix="_pruned")
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned graph of the ID view (and, with ``prune_views``, of the views)."""
