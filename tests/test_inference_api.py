@@ -14,6 +14,8 @@ from dhmrec_pyg.models.base import EDGE, TopK
 from dhmrec_pyg.recommend import recommend
 from dhmrec_pyg.training import LoadedRun, load_run
 
+from test_models_common import build as _build  # every model, small and seeded
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -22,13 +24,6 @@ def data():
     return make_synthetic("tiny", seed=0, n_users=50, n_items=30, n_interactions=320)
 
 
-def _build(name, data):
-    torch.manual_seed(0)
-    cls = MODELS[name]
-    cfg = cls.config_class(embedding_dim=8)
-    if hasattr(cfg, "knn_k"):
-        cfg.knn_k, cfg.knn_cache_dir = 4, "none"
-    return cls(data, cfg)
 
 
 def _expected_top(model, users, k, train):
