@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from dhmrec_pyg import files as dio
+from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import build_dataclass, load_run_config
 from dhmrec_pyg.training.trainer import environment
@@ -132,8 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = "python -m benchmarks.probes " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     env = environment()
     args.results.mkdir(parents=True, exist_ok=True)
-    dio.write_json(args.results / f"{args.name}.json", {"command": command, "environment": env, "rows": rows})
-    dio.write_text(args.results / f"{args.name}.md", render(rows, command, env))
+    dfiles.write_json(args.results / f"{args.name}.json", {"command": command, "environment": env, "rows": rows})
+    dfiles.write_text(args.results / f"{args.name}.md", render(rows, command, env))
     print(f"wrote {args.results / (args.name + '.md')}")
     return 0
 
