@@ -26,9 +26,11 @@ from dhmrec_pyg.nn.item_graph import (
     ItemGraphPropagation,
     UserAggregation,
     build_item_graphs,
+    interleave_item_graphs,
     user_item_adjacency,
 )
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
+from dhmrec_pyg.nn.sparse import SparseAdjacency
 
 FUSIONS = ("attention", "mean")
 ATTENTION_SCOPES = ("all", "batch")
@@ -321,10 +323,17 @@ class DHMRec(Recommender):
                 include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
                 cache_dir=config.knn_cache_path(data),
             )
-            for view in self.view_names:
-                store = graphs["item", f"similar_{view}", "item"]
+            stores = [graphs["item", f"similar_{view}", "item"] for view in self.view_names]
+            for view, store in zip(self.view_names, stores):
                 adj = to_sparse_adjacency(store.edge_index, store.edge_weight, num_i, layout=layout)
                 self.register_adjacency(f"ii_adj_{view}", adj)
+            # All views' graphs as one [I * V, I * V] matrix (forward): one product per hop.
+            edge_index, edge_weight = interleave_item_graphs(
+                [(store.edge_index, store.edge_weight) for store in stores], num_i
+            )
+            self.ii_adj_views = SparseAdjacency(
+                to_sparse_adjacency(edge_index, edge_weight, num_i * len(stores), layout=layout)
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -365,40 +374,45 @@ class DHMRec(Recommender):
                 ``None``: all nodes.
         """
         cfg = self.config
-        num_u = self.num_users
+        num_u, num_i = self.num_users, self.num_items
+        num_views, d = len(self.view_names), cfg.embedding_dim
         features = [getattr(self, f"x_{m}") for m in self.modalities]
-        codes = self.disentangler(features, self.item_emb.weight)
+        codes = self.disentangler.stacked(features, self.item_emb.weight)
 
         adj_id = self.adj_pruned if self.training and cfg.keep_ratio < 1.0 else self.adj
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         e_id = self.ui_propagation(ego, adj_id)
 
-        views = []
         pruned_views = self.training and cfg.prune_views and cfg.keep_ratio < 1.0
         adj_ui = self.adj_ui_pruned if pruned_views else self.adj_ui
         adj_iu = self.adj_iu_pruned if pruned_views else self.adj_iu
-        for name, item_code in zip(self.view_names, [codes.common] + list(codes.specific)):
-            # (7)-(8) from users aggregated from their items (equal to propagating
-            # cat([user_aggregation(item_code), item_code]) over self.adj, in half the products).
-            users, items = self.ui_propagation.from_items(
-                item_code, adj_ui, adj_iu, with_users=not cfg.item_graphs
-            )
-            if cfg.item_graphs:
-                items = self.ii_propagation(items, getattr(self, f"ii_adj_{name}"))
-                users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)
-            view = torch.cat([users, items])
-            if cfg.view_dropout > 0:  # type: ignore[operator]
-                view = nn.functional.dropout(view, cfg.view_dropout, self.training)  # type: ignore[arg-type]
-            views.append(view)
+        # All views side by side, [I, V * d] (view v in columns v*d:(v+1)*d, common first): the
+        # views share the user-item graph, so each hop is one sparse product for all of them.
+        items = torch.cat([codes.common.unsqueeze(1), codes.specific.transpose(0, 1)], dim=1)
+        # (7)-(8) from users aggregated from their items (equal to propagating
+        # cat([user_aggregation(item_code), item_code]) over self.adj, in half the products).
+        users, items = self.ui_propagation.from_items(
+            items.view(num_i, num_views * d), adj_ui, adj_iu, with_users=not cfg.item_graphs
+        )
+        if cfg.item_graphs:
+            # (13) per view over its own graph: read as [I * V, d] rows (item i, view v at row
+            # i * V + v), the views' graphs form one block-diagonal matrix, one product per hop.
+            items = self.ii_propagation(items.view(num_i * num_views, d), self.ii_adj_views)
+            items = items.view(num_i, num_views * d)
+            users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)  # (14)
+        wide = torch.cat([users, items])  # type: ignore[list-item]
+        if cfg.view_dropout > 0:  # type: ignore[operator]
+            wide = nn.functional.dropout(wide, cfg.view_dropout, self.training)  # type: ignore[arg-type]
+        stacked = wide.view(num_u + num_i, num_views, d)
 
         if self.fusion is not None:
-            e_mm = self.fusion(views, rows=rows if cfg.attention_scope == "batch" else None)
+            e_mm = self.fusion(stacked, rows=rows if cfg.attention_scope == "batch" else None)
         else:
-            e_mm = torch.stack(views).mean(0)
-        final = e_id + cfg.alpha_mm * e_mm
+            e_mm = stacked.mean(1)
+        final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
         return DHMRecOutput(
             user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
-            user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=views, codes=codes,
+            user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=list(stacked.unbind(1)), codes=codes.unstack(),
         )
 
     def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:

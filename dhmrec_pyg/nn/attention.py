@@ -203,26 +203,33 @@ class PosNegAttention(nn.Module):
             return torch.softmax(logits * temperature, dim=-1)
         return torch.softmax(query.t() @ key / math.sqrt(query.size(0)), dim=-1)
 
-    def _logits(self, v: int, fused: Tensor, view: Tensor) -> Tensor:
-        r"""The logits of view ``v``'s map from the ``[n, d]`` rows that form it.
+    def _stacked(self, name: str, attr: str = "weight") -> Tensor:
+        """The ``attr`` tensors of the per-view modules ``name``, stacked: ``[V, ...]`` (one operator)."""
+        return torch.stack([getattr(m, attr) for m in getattr(self, name)])
+
+    def _logits(self, fused: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> Tensor:
+        r"""The logits of every view's map, ``[V, d, d]``, from the ``[n, d]`` fused rows and the
+        ``[n, V, d]`` view rows that form them.
 
         :math:`\mathbf{Q}^\top\mathbf{K} = \mathbf{W}_q(\hat{\mathbf{E}}_{fus}^\top
-        \hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`: one pass over the nodes,
-        no :math:`n \times d` query or key; the centring and the column norms of
+        \hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`: one pass over the nodes for all views
+        (:math:`\hat{\mathbf{E}}_{fus}^\top [\hat{\mathbf{E}}_{\tilde{m}_1}, \dots]` is one
+        product), no :math:`n \times d` query or key; the centring and the column norms of
         :math:`\mathbf{Q}, \mathbf{K}` come from :math:`d \times d` Gram matrices too.
         """
-        w_q, w_k = self.query[v].weight, self.key[v].weight
-        cross = fused.t() @ view
-        n = fused.size(0)
+        n, num_views, d = views.shape
+        cross = (fused.t() @ views.reshape(n, num_views * d)).view(d, num_views, d).transpose(0, 1)
         if self.scale == "centered":
-            cross = cross - torch.outer(fused.sum(0), view.sum(0)) / n
-        logits = w_q @ cross @ w_k.t()
+            cross = cross - fused.sum(0).view(1, d, 1) * views.sum(0).unsqueeze(1) / n
+        logits = w_q @ cross @ w_k.transpose(1, 2)
         if self.scale != "l2":
             return logits / math.sqrt(n)
-        # ||Q[:, a]||^2 = (W_q E_fus^T E_fus W_q^T)_aa, likewise for K.
+        # ||Q[:, a]||^2 = (W_q E_fus^T E_fus W_q^T)_aa, likewise for K (one d x d Gram per view).
+        by_view = views.transpose(0, 1)  # [V, n, d]
         q_norm = ((w_q @ (fused.t() @ fused)) * w_q).sum(-1).clamp_min(1e-24).sqrt()
-        k_norm = ((w_k @ (view.t() @ view)) * w_k).sum(-1).clamp_min(1e-24).sqrt()
-        return logits / (q_norm.unsqueeze(1) * k_norm.unsqueeze(0)) * self.temperature[v]
+        k_norm = ((w_k @ (by_view.transpose(1, 2) @ by_view)) * w_k).sum(-1).clamp_min(1e-24).sqrt()
+        scale = self.temperature.view(-1, 1, 1) / (q_norm.unsqueeze(2) * k_norm.unsqueeze(1))
+        return logits * scale
 
     def _normalize_view(self, v: int, x: Tensor) -> Tensor:
         """The outer normalisation of (18) for view ``v`` (``view_norm``)."""
@@ -231,37 +238,63 @@ class PosNegAttention(nn.Module):
         out = self.outer_norm[v](x)
         return out if self.view_norm == "layernorm" else out * self.norm_gain
 
+    def _normalize_views(self, x: Tensor) -> Tensor:
+        """:meth:`_normalize_view` of every view of a ``[V, N, d]`` stack at once."""
+        if self.view_norm == "l2":
+            return nn.functional.normalize(x, dim=-1) * self.outer_scale.view(-1, 1, 1)
+        eps = self.outer_norm[0].eps
+        out = nn.functional.layer_norm(x, (self.channels,), eps=eps)
+        if self.view_norm == "layernorm":
+            return torch.addcmul(self._stacked("outer_norm", "bias").unsqueeze(1), out,
+                                 self._stacked("outer_norm").unsqueeze(1))
+        return out * self.norm_gain
+
     def forward(
-        self, views: Sequence[Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
+        self, views: Union[Sequence[Tensor], Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
     ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
         """Fuse the views (equation (19)); optionally return each view's map.
 
+        All views go through each step together (batched products over a ``[V, ...]``
+        stack of the per-view weights), so the number of operators does not grow with
+        the number of views.
+
         Args:
-            views: ``num_views`` tensors ``[N, d]``.
+            views: ``num_views`` tensors ``[N, d]``, or one ``[N, num_views, d]`` tensor
+                holding them side by side (``torch.stack(views, 1)``; a ``[N, V * d]``
+                matrix of concatenated views viewed as ``[N, V, d]``), which saves a copy.
             return_attention: also return the ``[d, d]`` map of every view.
             rows: indices of the nodes whose products form the maps (e.g. a
                 mini-batch's users and items); ``None``: all ``N``.
         """
-        if len(views) != self.num_views:
-            raise ValueError(f"expected {self.num_views} views, got {len(views)}")
-        fused = self.fuse(torch.cat(list(views), dim=-1))
-        fused_rows = fused if rows is None else fused[rows]
-        total, maps = None, []
-        for v, view in enumerate(views):
-            w_v, w_o = self.value[v].weight, self.out[v].weight
-            attn = torch.softmax(self._logits(v, fused_rows, view if rows is None else view[rows]), dim=-1)
-            # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
-            # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
-            # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
-            mix = w_v.t() @ attn.t() @ w_o.t()
-            if self.mode == "posneg":
-                mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * torch.outer(
-                    w_v.sum(0), w_o.sum(1)
-                )  # (17)
-            e = self._normalize_view(v, self.inner_norm[v](view @ mix) + view)  # (18)
-            total = e if total is None else total + e
-            maps.append(attn)
-        return (total, maps) if return_attention else total
+        if isinstance(views, Tensor):
+            if views.dim() != 3 or views.size(1) != self.num_views or views.size(2) != self.channels:
+                raise ValueError(
+                    f"expected a [N, {self.num_views}, {self.channels}] tensor of views, got {tuple(views.shape)}"
+                )
+            stacked = views
+        else:
+            if len(views) != self.num_views:
+                raise ValueError(f"expected {self.num_views} views, got {len(views)}")
+            stacked = torch.stack(list(views), dim=1)
+        num_nodes, num_views, d = stacked.shape
+        fused = self.fuse(stacked.reshape(num_nodes, num_views * d))
+        fused_rows, view_rows = (fused, stacked) if rows is None else (fused[rows], stacked[rows])
+        w_q, w_k, w_v, w_o = (self._stacked(name) for name in ("query", "key", "value", "out"))
+        attn = torch.softmax(self._logits(fused_rows, view_rows, w_q, w_k), dim=-1)  # [V, d, d]
+        # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
+        # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
+        # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
+        mix = w_v.transpose(1, 2) @ attn.transpose(1, 2) @ w_o.transpose(1, 2)
+        if self.mode == "posneg":
+            mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * (
+                w_v.sum(1).unsqueeze(2) * w_o.sum(2).unsqueeze(1)
+            )  # (17)
+        by_view = stacked.transpose(0, 1)  # [V, N, d]
+        inner = nn.functional.layer_norm(torch.bmm(by_view, mix), (d,), eps=self.inner_norm[0].eps)
+        inner = torch.addcmul(self._stacked("inner_norm", "bias").unsqueeze(1), inner,
+                              self._stacked("inner_norm").unsqueeze(1))
+        total = self._normalize_views(inner + by_view).sum(0)  # (18), (19)
+        return (total, list(attn.unbind(0))) if return_attention else total
 
     def __repr__(self) -> str:
         extra = "" if (self.scale, self.view_norm) == ("sqrt_n", "layernorm") else (

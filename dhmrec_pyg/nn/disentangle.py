@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def logit_pool(codes: Sequence[Tensor]) -> Tensor:
+def logit_pool(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
     r"""Logit pooling of modality-common codes, equation (5) of the DHMRec paper.
 
     .. math::
@@ -30,7 +30,7 @@ def logit_pool(codes: Sequence[Tensor]) -> Tensor:
     for any finite input. With one modality it returns the code unchanged.
 
     Args:
-        codes: one ``[I, d]`` tensor per modality.
+        codes: one ``[I, d]`` tensor per modality (or one ``[M, I, d]`` stack of them).
 
     Shapes:
         - **input:** :math:`|\mathcal{M}|` tensors of shape :math:`(I, d)`
@@ -40,11 +40,29 @@ def logit_pool(codes: Sequence[Tensor]) -> Tensor:
         raise ValueError("logit_pool needs at least one code tensor")
     if len(codes) == 1:
         return codes[0]
-    c = torch.stack(list(codes), dim=0)
-    return torch.logsumexp(F.logsigmoid(c), dim=0) - torch.logsumexp(F.logsigmoid(-c), dim=0)
+    c = _stack(codes)
+    return _logit_pool(c, torch.logsumexp(F.logsigmoid(c), dim=0))
 
 
-def jensen_shannon_divergence(codes: Sequence[Tensor]) -> Tensor:
+def _stack(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
+    """``[M, I, d]``: the codes as one tensor (a tensor is taken as already stacked)."""
+    return codes if isinstance(codes, Tensor) else torch.stack(list(codes), dim=0)
+
+
+def _logit_pool(c: Tensor, lse_log_p: Tensor) -> Tensor:
+    r"""Equation (5) on stacked ``[M, I, d]`` codes, given
+    :math:`\operatorname{logsumexp}_m \log\sigma(\mathbf{C}_{i,m})` (shared with (4))."""
+    return lse_log_p - torch.logsumexp(F.logsigmoid(-c), dim=0)
+
+
+def _jsd(log_p: Tensor, lse_log_p: Tensor) -> Tensor:
+    r"""Equation (4) from the stacked ``[M, I, d]`` :math:`\log\sigma(\mathbf{C}_{i,m})` and
+    their logsumexp over the modalities (shared with (5))."""
+    log_mix = lse_log_p - math.log(log_p.size(0))  # log M, [I, d]
+    return (log_p.exp() * (log_p - log_mix)).sum(dim=-1).mean()  # KL per [M, I], averaged
+
+
+def jensen_shannon_divergence(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
     r"""Jensen-Shannon divergence of modality-common codes, equation (4) of the DHMRec paper.
 
     .. math::
@@ -68,7 +86,8 @@ def jensen_shannon_divergence(codes: Sequence[Tensor]) -> Tensor:
     ``logsigmoid`` and ``logsumexp``, so large codes cannot give ``log(0)``.
 
     Args:
-        codes: one ``[I, d]`` modality-common code tensor per modality.
+        codes: one ``[I, d]`` modality-common code tensor per modality (or one
+            ``[M, I, d]`` stack of them).
 
     Returns:
         A scalar tensor.
@@ -81,11 +100,8 @@ def jensen_shannon_divergence(codes: Sequence[Tensor]) -> Tensor:
         raise ValueError("jensen_shannon_divergence needs at least one code tensor")
     if len(codes) == 1:
         return codes[0].new_zeros(())
-    c = torch.stack(list(codes), dim=0)  # [M, I, d]
-    log_p = F.logsigmoid(c)
-    log_mix = torch.logsumexp(log_p, dim=0) - math.log(len(codes))  # log M, [I, d]
-    kl = (log_p.exp() * (log_p - log_mix)).sum(dim=-1)  # [M, I]
-    return kl.mean()
+    log_p = F.logsigmoid(_stack(codes))  # [M, I, d]
+    return _jsd(log_p, torch.logsumexp(log_p, dim=0))
 
 
 def orthogonality_loss(common: Tensor, specific: Tensor, eps: float = 1e-8) -> Tensor:
@@ -106,10 +122,11 @@ def orthogonality_loss(common: Tensor, specific: Tensor, eps: float = 1e-8) -> T
         eps: lower bound of the norms.
 
     Shapes:
-        - **input:** :math:`(I, d)`, :math:`(I, d)`
-        - **output:** :math:`()`
+        - **input:** :math:`(I, d)`, :math:`(I, d)`; or :math:`(M, I, d)` stacks of
+          several modalities
+        - **output:** :math:`()`; :math:`(M)` for stacks (one loss per modality)
     """
-    return F.cosine_similarity(common, specific, dim=-1, eps=eps).abs().mean()
+    return F.cosine_similarity(common, specific, dim=-1, eps=eps).abs().mean(-1)
 
 
 class DisentangledCodes(NamedTuple):
@@ -130,6 +147,32 @@ class DisentangledCodes(NamedTuple):
     commons: List[Tensor]
     jsd: Tensor
     orth: List[Tensor]
+
+
+class StackedCodes(NamedTuple):
+    r""":class:`DisentangledCodes` with the per-modality tensors stacked along a first axis,
+    as :meth:`ModalityDisentangler.stacked` computes them.
+
+    Attributes:
+        specific: ``[M, I, d]`` modality-specific codes.
+        common: ``[I, d]`` pooled common code.
+        commons: ``[M, I, d]`` per-modality common codes.
+        jsd: scalar :math:`\mathcal{L}_{JSD}`.
+        orth: ``[M]`` orthogonality losses.
+    """
+
+    specific: Tensor
+    common: Tensor
+    commons: Tensor
+    jsd: Tensor
+    orth: Tensor
+
+    def unstack(self) -> DisentangledCodes:
+        """The same codes as a :class:`DisentangledCodes` of per-modality lists (views, no copy)."""
+        return DisentangledCodes(
+            list(self.specific.unbind(0)), self.common, list(self.commons.unbind(0)), self.jsd,
+            list(self.orth.unbind(0)),
+        )
 
 
 class ModalityDisentangler(nn.Module):
@@ -225,24 +268,40 @@ class ModalityDisentangler(nn.Module):
                 order of ``in_channels``.
             item_id_emb: ``[I, d_k]`` item ID embedding table (the gate's guide).
         """
+        return self.stacked(features, item_id_emb).unstack()
+
+    def stacked(self, features: Sequence[Tensor], item_id_emb: Tensor) -> StackedCodes:
+        """:meth:`forward` with the modalities stacked (:class:`StackedCodes`).
+
+        The modalities go through each step together: one batched product for all
+        encoders :math:`E_{C_m}, E_{P_m}` of (2), one product for all gates of (3), and
+        the losses (4)-(6) in one pass each over the stack.
+        """
         if len(features) != self.num_modalities:
             raise ValueError(f"expected {self.num_modalities} feature tensors, got {len(features)}")
-        z = [proj(x) for proj, x in zip(self.projections, features)]
+        z = torch.stack([proj(x) for proj, x in zip(self.projections, features)])  # (1), [M, I, d]
+        num_m, d = z.size(0), self.out_channels
         if not self.disentangle:
             zero = item_id_emb.new_zeros(())
-            common = z[0] if len(z) == 1 else torch.stack(z).mean(0)
-            return DisentangledCodes(z, common, list(z), zero, [zero for _ in z])
-        commons = [enc(zm) for enc, zm in zip(self.common_encoders, z)]
-        private = [enc(zm) for enc, zm in zip(self.private_encoders, z)]
+            common = z[0] if num_m == 1 else z.mean(0)
+            return StackedCodes(z, common, z, zero, item_id_emb.new_zeros(num_m))
+        # (2): per modality one d -> 2d map, [E_C; E_P] (weights [M, 2d, d], biases [M, 1, 2d]).
+        pairs = [enc for m in range(num_m) for enc in (self.common_encoders[m], self.private_encoders[m])]
+        weight = torch.stack([enc.weight for enc in pairs]).view(num_m, 2 * d, d)
+        bias = torch.stack([enc.bias for enc in pairs]).view(num_m, 1, 2 * d)
+        encoded = torch.baddbmm(bias, z, weight.transpose(1, 2))
+        commons, private = encoded[..., :d], encoded[..., d:]
+        # (3): all gates read the same guide, so they are one [I, M * d] product.
         guide = item_id_emb.detach() if self.detach_gate else item_id_emb
-        specific = [p * torch.sigmoid(gate(guide)) for p, gate in zip(private, self.gates)]
-        return DisentangledCodes(
-            specific=specific,
-            common=logit_pool(commons),
-            commons=commons,
-            jsd=jensen_shannon_divergence(commons),
-            orth=[orthogonality_loss(c, s) for c, s in zip(commons, specific)],
-        )
+        gate = torch.sigmoid(F.linear(guide, torch.cat([g.weight for g in self.gates]),
+                                      torch.cat([g.bias for g in self.gates])))
+        specific = private * gate.view(-1, num_m, d).transpose(0, 1)
+        orth = orthogonality_loss(commons, specific)  # (6), [M]
+        if num_m == 1:
+            return StackedCodes(specific, commons[0], commons, commons.new_zeros(()), orth)
+        log_p = F.logsigmoid(commons)
+        lse_log_p = torch.logsumexp(log_p, dim=0)
+        return StackedCodes(specific, _logit_pool(commons, lse_log_p), commons, _jsd(log_p, lse_log_p), orth)
 
     def __repr__(self) -> str:
         return (

@@ -89,6 +89,29 @@ def mix_item_graphs(
     return torch.stack([unique % num_items, unique // num_items]), summed
 
 
+def interleave_item_graphs(graphs: Sequence[Tuple[Tensor, Tensor]], num_items: int) -> Tuple[Tensor, Tensor]:
+    r"""Several item-item graphs as one graph over :math:`|\mathcal{I}| \cdot V` nodes, views interleaved.
+
+    Node :math:`i V + v` is item :math:`i` in graph :math:`v`; graph :math:`v`'s edge
+    :math:`(j, i)` becomes :math:`(j V + v, i V + v)`. The matrix is block-diagonal up to
+    that ordering, so the propagation (13) of every view over its own graph is one sparse
+    product with the ``[I, V * d]`` matrix of the views side by side, read as
+    ``[I * V, d]`` rows (a view, no copy).
+
+    Args:
+        graphs: per view, ``(edge_index, edge_weight)`` over ``num_items`` items.
+        num_items: number of items.
+
+    Returns:
+        ``(edge_index, edge_weight)`` over ``num_items * len(graphs)`` nodes.
+    """
+    num_views = len(graphs)
+    if not num_views:
+        raise ValueError("interleave_item_graphs needs at least one graph")
+    edge_index = torch.cat([ei * num_views + v for v, (ei, _) in enumerate(graphs)], dim=1)
+    return edge_index, torch.cat([w for _, w in graphs])
+
+
 def build_item_graphs(
     data: HeteroData,
     k: int = 10,
