@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow writing into a run folder that already holds results")
     train.add_argument("--resume", default=None, metavar="RUN_FOLDER",
                        help="continue the run in RUN_FOLDER from its last checkpoint, with the "
-                       "run's own config.yaml (only --quiet and --device may be given with it); "
+                       "run's own config.yaml (only --quiet, --device and --compile may be given with it); "
                        "on the CPU the result is identical to an uninterrupted run")
     train.add_argument("--config", default=None,
                        help="YAML file with 'train:' and 'model:' sections; command-line options win")
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="hyper-parameter grid (repeatable); the best point on validation is kept")
     train.add_argument("--device", default=None, help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                       help="compile the loss and its backward with torch.compile: MODE 'default' (the "
+                       "value without MODE), 'reduce-overhead' (CUDA graphs on a GPU), 'max-autotune', or "
+                       "'none' (eager, the default); same as --set compile=MODE; may be given with --resume")
     train.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train with N processes (PyTorch DDP, launched with torchrun: NCCL on "
                        "GPUs, one per process, gloo on the CPU); same as 'torchrun "
@@ -153,7 +157,7 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], typ
     base = load_yaml_config(args.config) if args.config else {"train": {}, "model": {}}
     train_values = dict(base["train"])
     for key, attr in [("model", "model"), ("dataset", "dataset"), ("data_root", "data_root"),
-                      ("epochs", "epochs"), ("seed", "seed"), ("device", "device")]:
+                      ("epochs", "epochs"), ("seed", "seed"), ("device", "device"), ("compile", "compile")]:
         value = getattr(args, attr)
         if value is not None:
             train_values[key] = value
@@ -280,6 +284,8 @@ def _resume(args: argparse.Namespace) -> int:
         overrides["progress"] = False
     if args.device is not None:
         overrides["device"] = args.device
+    if args.compile is not None:  # how the steps run, not what they compute: not part of the run's identity
+        overrides["compile"] = args.compile
     cfg, model_cfg = read_run_config(run, **overrides)
     if (run / CHECKPOINT_NAME).is_file():
         load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading

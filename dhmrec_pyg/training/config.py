@@ -26,6 +26,23 @@ class TrainConfig:
     without a better validation Recall@20, BPR negatives drawn from the items
     that have a training interaction (``negatives``, see
     :class:`~dhmrec_pyg.training.sampler.BPRSampler`).
+
+    Three options say how a step runs, not what it computes (same values to float
+    tolerance; README, *Speed options*), so they are no part of a run's identity
+    (:func:`identity_text`) and ``config.yaml`` leaves them out at their defaults
+    (:data:`EXECUTION_DEFAULTS`):
+
+    - ``optimizer_impl``: how Adam updates the parameter tensors, one of
+      :data:`OPTIMIZER_IMPLS`: ``loop`` (one tensor at a time, PyTorch's CPU default),
+      ``foreach`` (multi-tensor kernels), ``fused`` (one fused kernel per device and dtype),
+      ``auto`` (``fused`` where the device has the fused kernel: CPU and CUDA; else
+      ``foreach`` where it has multi-tensor kernels; else ``loop``).
+    - ``compile``: ``none`` (eager, the default) or a ``torch.compile`` mode of
+      :data:`COMPILE_MODES` (``default``, ``reduce-overhead``: CUDA graphs on CUDA, ...)
+      for the loss computation and its backward; ``true`` / ``false`` mean ``default`` /
+      ``none``.
+    - ``compile_backend``: the ``torch.compile`` backend (``inductor``; ``aot_eager``
+      captures the same graphs without generating code, to check a model quickly).
     """
 
     model: str = "dhmrec"
@@ -43,10 +60,50 @@ class TrainConfig:
     num_threads: int = 0
     progress: bool = True
     negatives: str = "trained"
+    optimizer_impl: str = "auto"
+    compile: str = "none"
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         if self.negatives not in NEGATIVE_POOLS:
             raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_POOLS)}, got {self.negatives!r}")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ValueError(f"optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}, "
+                             f"got {self.optimizer_impl!r}")
+        self.compile = compile_mode(self.compile)
+        if not isinstance(self.compile_backend, str) or not self.compile_backend.strip():
+            raise ValueError(f"compile_backend must be a torch.compile backend name, got {self.compile_backend!r}")
+
+
+#: Values of ``TrainConfig.optimizer_impl`` (see :func:`~dhmrec_pyg.training.trainer.build_optimizer`).
+OPTIMIZER_IMPLS: Tuple[str, ...] = ("auto", "loop", "foreach", "fused")
+
+#: Values of ``TrainConfig.compile``: ``none`` (eager) or a ``torch.compile`` mode.
+COMPILE_MODES: Tuple[str, ...] = ("none", "default", "reduce-overhead", "max-autotune",
+                                  "max-autotune-no-cudagraphs")
+
+_COMPILE_WORDS = {"true": "default", "yes": "default", "on": "default", "1": "default",
+                  "false": "none", "no": "none", "off": "none", "0": "none", "": "none"}
+
+
+def compile_mode(value: Any) -> str:
+    """The :data:`COMPILE_MODES` value of a ``compile`` option (``True``/``"true"`` mean
+    ``"default"``, ``False``/``"false"``/``None`` mean ``"none"``).
+
+    Raises:
+        ValueError: naming the accepted values.
+    """
+    text = "none" if value is None else str(value).strip().lower()
+    text = _COMPILE_WORDS.get(text, text)
+    if text not in COMPILE_MODES:
+        raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    return text
+
+
+#: Training options that say how a step runs, not what it computes, at their defaults:
+#: :func:`dump_config` leaves them out of ``config.yaml`` at these values (so a default run's file
+#: is the one written before they existed) and :func:`identity_text` ignores them.
+EXECUTION_DEFAULTS: Dict[str, Any] = {"optimizer_impl": "auto", "compile": "none", "compile_backend": "inductor"}
 
 
 def _field_types(cls: type) -> Dict[str, Any]:
@@ -250,8 +307,9 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` (or, for the run's
     model, :data:`LEGACY_MODEL_VALUES`) value are left out, and renamed options carry their
     old name (:data:`LEGACY_MODEL_NAMES`), as a run written before those changes has them.
+    The execution options (:data:`EXECUTION_DEFAULTS`) are left out at their defaults.
     """
-    values = dataclasses.asdict(train)
+    values = {k: v for k, v in dataclasses.asdict(train).items() if EXECUTION_DEFAULTS.get(k, _ABSENT) != v}
     model_values = dataclasses.asdict(model)
     if legacy:
         values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
@@ -268,9 +326,11 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
 def identity_text(train: TrainConfig, model: Any) -> str:
     """The config text that identifies a run for its checkpoints.
 
-    :func:`dump_config` of the config without how the run is watched or where it runs
-    (``progress``, ``device``), and without options at their :data:`LEGACY_TRAIN_VALUES`
-    value: a run written before such an option existed gets the same text, so its
-    checkpoints stay resumable.
+    :func:`dump_config` of the config without how the run is watched or where and how it runs
+    (``progress``, ``device``, the :data:`EXECUTION_DEFAULTS` options: a checkpoint written
+    eagerly resumes compiled, or with another Adam implementation), and without options at
+    their :data:`LEGACY_TRAIN_VALUES` value: a run written before such an option existed gets
+    the same text, so its checkpoints stay resumable.
     """
-    return dump_config(dataclasses.replace(train, progress=True, device="auto"), model, legacy=True)
+    plain = dataclasses.replace(train, progress=True, device="auto", **EXECUTION_DEFAULTS)
+    return dump_config(plain, model, legacy=True)
