@@ -14,7 +14,8 @@ batch of 2048 triplets from the library's
 same few operators for every model, recorded apart, not in the totals), ``model.loss``
 on it (forward), ``zero_grad`` and
 ``backward`` (backward), and the step of ``torch.optim.Adam`` built as the trainer builds
-it (optimizer). The model's per-epoch hook ``on_epoch_start`` runs once before, as in an
+it (optimizer: :func:`~dhmrec_pyg.training.trainer.build_optimizer` with the default
+``optimizer_impl``, ``auto``: fused Adam on the CPU and on CUDA). The model's per-epoch hook ``on_epoch_start`` runs once before, as in an
 epoch, and is not counted. One step is run first as a warm-up (Adam creates its state on
 its first step), then the next batch's step is profiled:
 
@@ -23,11 +24,12 @@ its first step), then the next batch's step is profiled:
   internally) in the forward, backward and optimizer phases, also split by phase;
 * **aten events**: every ``aten::`` event of those phases, nested ones included;
 * **parameter tensors**: the tensors Adam updates (one set of optimizer operators each
-  with the per-tensor loop that Adam uses by default on the CPU).
+  with the per-tensor loop, PyTorch's own default on the CPU).
 
-PyTorch picks Adam's multi-tensor (``foreach``) implementation by default on CUDA, so the
-step is also counted with ``Adam(foreach=True)``: the last column is the top-level count a
-CUDA user's default optimizer gives. View and metadata operators (``aten::view``,
+For comparison the step is also counted with Adam's per-tensor loop (``Adam(foreach=False)``,
+what the trainer built before ``optimizer_impl`` existed and PyTorch's default on the CPU)
+and with the multi-tensor ``Adam(foreach=True)`` (PyTorch's default on CUDA): the last two
+columns are those steps' top-level counts. View and metadata operators (``aten::view``,
 ``aten::t``, ...) are counted too, although they launch no kernel.
 
 Data: ``tiktok`` (default) is the real data set under ``--data-root`` (``../shared/data``;
@@ -123,13 +125,14 @@ def count_events(events: Any) -> Dict[str, Any]:
 
 
 def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreach: Optional[bool] = None,
-               warmup: int = 1) -> StepCount:
+               warmup: int = 1, impl: str = "auto") -> StepCount:
     """Count the aten operators of one training step of ``model`` (on its current device).
 
     Runs ``model.on_epoch_start`` once, ``warmup`` uncounted steps, then profiles one
     step: the next batch of ``sampler``'s seeded epoch, moved to the model's device
     (batch), ``model.loss(users, pos, neg)`` (forward), ``zero_grad`` + ``backward``
-    (backward), ``Adam.step`` (optimizer).
+    (backward), ``Adam.step`` (optimizer), with Adam built as the trainer builds it
+    (:func:`~dhmrec_pyg.training.trainer.build_optimizer` with ``impl``).
     The model's parameters change (it is trained for ``warmup + 1`` steps).
 
     Args:
@@ -137,9 +140,11 @@ def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreac
         sampler: a :class:`~dhmrec_pyg.training.sampler.BPRSampler` over the training edges.
         lr: Adam's learning rate.
         seed: seed of the sampler's generator.
-        foreach: passed to ``torch.optim.Adam`` (``None``: PyTorch's default for the device).
+        foreach: ``True``: the multi-tensor Adam, ``False``: the per-tensor loop (either
+            overrides ``impl``); ``None``: ``impl`` decides.
         warmup: uncounted steps before the counted one (at least 1: Adam's first step
             creates its state).
+        impl: the trainer's ``optimizer_impl`` (``auto``, ``loop``, ``foreach``, ``fused``).
 
     Returns:
         The :class:`StepCount` of the profiled step.
@@ -151,7 +156,11 @@ def count_step(model: Any, sampler: Any, lr: float = 1e-3, seed: int = 0, foreac
         raise ValueError(f"warmup must be >= 1, got {warmup}")
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, foreach=foreach)
+    from dhmrec_pyg.training.trainer import build_optimizer
+
+    if foreach is not None:
+        impl = "foreach" if foreach else "loop"
+    optimizer = build_optimizer(params, lr, impl)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     model.on_epoch_start(0, generator)
@@ -218,14 +227,15 @@ def load_data(name: str, data_root: Path, synthetic_root: Path) -> Any:
 
 def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> Dict[str, Any]:
     """Build model ``name`` with its default configuration (no KNN cache) on ``data`` and count a
-    step with PyTorch's default Adam and with ``Adam(foreach=True)``; one result row."""
+    step with Adam as the trainer builds it (``TrainConfig().optimizer_impl``), with the per-tensor
+    loop and with ``Adam(foreach=True)``; one result row."""
     import torch
 
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.training.config import TrainConfig
     from dhmrec_pyg.training.sampler import BPRSampler
-    from dhmrec_pyg.training.trainer import build_model, seed_everything
+    from dhmrec_pyg.training.trainer import build_model, resolve_optimizer_impl, seed_everything
 
     cls = MODELS[name]
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
@@ -236,13 +246,17 @@ def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> 
     model = build_model(name, data, config)
     sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), batch_size,
                          negatives=train.negatives)
-    default = count_step(model, sampler, lr=train.lr, seed=seed)
-    grouped = count_step(model, sampler, lr=train.lr, seed=seed, foreach=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    impl = resolve_optimizer_impl(train.optimizer_impl, params)
+    default = count_step(model, sampler, lr=train.lr, seed=seed, impl=impl)
+    loop = count_step(model, sampler, lr=train.lr, seed=seed, impl="loop")
+    grouped = count_step(model, sampler, lr=train.lr, seed=seed, impl="foreach")
     return {"model": name, "status": "ok", "parameter_tensors": default.parameter_tensors,
-            "parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            "parameters": int(sum(p.numel() for p in params)), "optimizer_impl": impl,
             "top_level": default.top_level, "aten_events": default.aten_events, "by_phase": default.by_phase,
             "events_by_phase": default.events_by_phase,
-            "top_ops": default.top_ops, "foreach_top_level": grouped.top_level,
+            "top_ops": default.top_ops, "loop_top_level": loop.top_level, "loop_by_phase": loop.by_phase,
+            "foreach_top_level": grouped.top_level,
             "foreach_by_phase": grouped.by_phase, "seconds": time.perf_counter() - t0,
             "torch_threads": torch.get_num_threads()}
 
@@ -252,27 +266,30 @@ def markdown(result: Dict[str, Any]) -> str:
     from benchmarks.reproduce import machine_line
 
     env = result["environment"]
+    impls = sorted({r.get("optimizer_impl", "loop") for r in result["rows"] if r["status"] == "ok"})
     lines = [f"# Operators per training step on {result['dataset']}", "",
              f"Command: `{result['command']}`", "",
              f"One training step (batch {result['batch_size']} from the library's BPR sampler, forward + "
              "backward + Adam step, after one warm-up step), counted with `torch.profiler` on the CPU. "
              "Top-level: `aten::` operators with no `aten::` operator above them (each at least one kernel "
              "launch on a GPU, views aside); aten events: all of them, nested ones included. The phase "
-             "columns are top-level counts. Adam as the trainer builds it runs a per-tensor loop on the CPU; "
-             "the last column is the step's top-level count with `Adam(foreach=True)`, PyTorch's default on "
-             "CUDA.", "",
+             "columns are top-level counts. Adam is built as the trainer builds it (`optimizer_impl` "
+             f"auto: {' / '.join(impls) or '-'} Adam here); the last two columns are the step's top-level count "
+             "with Adam's per-tensor loop (PyTorch's default on the CPU, and the trainer's before "
+             "`optimizer_impl`) and with `Adam(foreach=True)` (PyTorch's default on CUDA).", "",
              "| model | parameter tensors | top-level aten ops | aten events | forward | backward | optimizer "
-             "| top-level, foreach Adam |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| top-level, loop Adam | top-level, foreach Adam |",
+             "|---|---|---|---|---|---|---|---|---|"]
     batch = set()
     for r in result["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['status']}: {r.get('error', '')} |" + "  |" * 6)
+            lines.append(f"| {r['model']} | {r['status']}: {r.get('error', '')} |" + "  |" * 7)
             continue
         ph = r["by_phase"]
         batch.add((ph["batch"], r["events_by_phase"]["batch"]))
         lines.append(f"| {r['model']} | {r['parameter_tensors']} | {r['top_level']:,} | {r['aten_events']:,} "
-                     f"| {ph['forward']:,} | {ph['backward']:,} | {ph['optimizer']:,} | {r['foreach_top_level']:,} |")
+                     f"| {ph['forward']:,} | {ph['backward']:,} | {ph['optimizer']:,} "
+                     f"| {r.get('loop_top_level', r['top_level']):,} | {r['foreach_top_level']:,} |")
     if batch:
         lines += ["", "Not in these counts: taking the batch from the sampler's epoch and moving it to the device, "
                   + " / ".join(f"{t} top-level ops ({e} aten events)" for t, e in sorted(batch))

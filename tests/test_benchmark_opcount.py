@@ -33,12 +33,13 @@ def _step(name, data):
     model = MODELS[name](data, MODELS[name].config_class(knn_cache_dir="none")
                          if name == "freedom" else MODELS[name].config_class())
     sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), 64)
-    return opcount.count_step(model, sampler), opcount.count_step(model, sampler, foreach=True)
+    return (opcount.count_step(model, sampler, impl="loop"), opcount.count_step(model, sampler, foreach=True),
+            opcount.count_step(model, sampler))
 
 
 def test_counts_are_positive_and_optimizer_ops_scale_with_parameter_tensors(tiny):
-    bpr, bpr_foreach = _step("bpr", tiny)
-    freedom, freedom_foreach = _step("freedom", tiny)
+    bpr, bpr_foreach, bpr_trainer = _step("bpr", tiny)
+    freedom, freedom_foreach, freedom_trainer = _step("freedom", tiny)
     assert (bpr.parameter_tensors, freedom.parameter_tensors) == (2, 6)
     for c in (bpr, freedom):
         assert c.aten_events > c.top_level > 0
@@ -56,6 +57,10 @@ def test_counts_are_positive_and_optimizer_ops_scale_with_parameter_tensors(tiny
     assert freedom_foreach.by_phase["optimizer"] < freedom.by_phase["optimizer"]
     assert freedom_foreach.by_phase["forward"] == freedom.by_phase["forward"]  # only the optimizer changes
     assert bpr_foreach.top_level <= bpr.top_level
+    # the trainer's Adam (fused on the CPU): a few operators whatever the number of tensors
+    assert freedom_trainer.by_phase["optimizer"] <= freedom_foreach.by_phase["optimizer"]
+    assert freedom_trainer.by_phase["optimizer"] == bpr_trainer.by_phase["optimizer"]
+    assert freedom_trainer.by_phase["forward"] == freedom.by_phase["forward"]
 
 
 def test_main_writes_result_files(tmp_path, capsys):
@@ -72,6 +77,8 @@ def test_main_writes_result_files(tmp_path, capsys):
     assert md.startswith("# Operators per training step")
     assert "Command: `python -m benchmarks.opcount --dataset synthetic-tiny" in md and "Machine:" in md
     assert "| bpr | 2 |" in md
+    assert rows["bpr"]["optimizer_impl"] == "fused"  # what the trainer builds on the CPU
+    assert rows["bpr"]["loop_top_level"] > rows["bpr"]["top_level"]
 
 
 def test_missing_dataset_is_skipped(tmp_path, capsys):
