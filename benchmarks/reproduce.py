@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         data_root = args.data_root
         data = load_mmrec(folder)
     cfg = TrainConfig(model=args.model, dataset=args.dataset, data_root=data_root, progress=False)
-    grid = parse_grid(args.grid) if args.grid else {"seed": [str(cfg.seed)]}
+    # Without --grid the one point is the configuration itself: its seed is --set seed=N if given.
+    set_seeds = [pair.split("=", 1)[1] for pair in args.sets if pair.split("=", 1)[0].strip() == "seed"]
+    grid = parse_grid(args.grid) if args.grid else {"seed": [set_seeds[-1] if set_seeds else str(cfg.seed)]}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     name = f"{args.dataset}_{args.model}{('_' + args.tag) if args.tag else ''}"
     start = time.time()
