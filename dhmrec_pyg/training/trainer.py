@@ -255,6 +255,11 @@ class Trainer:
     global mini-batch, evaluation is sharded by users, and only rank 0 writes
     the run folder. ``metrics.json`` then gains a ``distributed`` entry.
 
+    The optimizer is Adam in the implementation ``cfg.optimizer_impl`` (:func:`build_optimizer`;
+    ``auto``: fused where the device has the kernel), and with ``cfg.compile`` the loss of every
+    mini-batch is computed by ``torch.compile(model.loss)`` (its backward through the compiled
+    graphs); both give the eager loop's values to float tolerance (README, *Speed options*).
+
     Args:
         model: a :class:`~dhmrec_pyg.models.Recommender`.
         data: the dataset (training edges, validation and test edges).
