@@ -120,7 +120,7 @@ def test_a_checkpoint_written_with_the_loop_resumes_with_fused_adam(data, tmp_pa
         first.fit()
     resumed = Trainer(_build("freedom", data), data, replace(cfg, optimizer_impl="fused"), tmp_path / "run")
     result = resumed.fit(resume=True)
-    assert resumed.optimizer_impl == "fused"
+    assert resumed.optimizer_impl == "fused" and result["execution"] == {"optimizer_impl": "fused", "compile": "none"}
     assert all(g["fused"] and not g["foreach"] for g in resumed.optimizer.param_groups)
     steps = [s["step"] for s in resumed.optimizer.state.values()]
     assert steps and all(s.dtype == torch.float32 for s in steps)

@@ -701,6 +701,8 @@ class Trainer:
             "test": test,
             "seconds_per_epoch": float(np.mean(seconds)) if seconds else 0.0,
             "eval_seconds": float(np.mean([r["eval_seconds"] for r in self.history])) if seconds else 0.0,
+            # how the steps ran (the speed options): Adam's implementation as resolved, the compile mode
+            "execution": {"optimizer_impl": self.optimizer_impl, "compile": cfg.compile},
             "environment": environment(),
         }
         if self.dist.enabled:
