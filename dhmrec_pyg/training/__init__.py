@@ -10,6 +10,7 @@ from dhmrec_pyg.training.trainer import (
     Trainer,
     TrainingInterrupted,
     build_model,
+    build_optimizer,
     evaluate_model,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "Trainer",
     "TrainingInterrupted",
     "build_model",
+    "build_optimizer",
     "evaluate_model",
     "evaluation_users",
     "load_run",
