@@ -27,49 +27,56 @@ def _kl_blocks(
 ) -> Tuple[Tensor, List[Optional[Tensor]]]:
     r"""Row-summed KL of every user and the *unscaled* gradients of their sum.
 
-    Works through the users in blocks, in four reused ``rows x |I|`` buffers,
+    Works through the users in blocks, in two reused ``2 x rows x |I|`` buffers,
     so that each block's matrices are made, used and overwritten while they are
-    in cache. For a block with :math:`\log p`, :math:`\log q` and row
-    divergences :math:`k`: :math:`\partial/\partial s = p \odot (\log p - \log q) - k\,p`
+    in cache. The multimodal and the ID side are stacked (``[2, ...]``), so each
+    step is one batched operator for both. For a block with :math:`\log p`,
+    :math:`\log q` and row divergences :math:`k`:
+    :math:`\partial/\partial s = p \odot (\log p - \log q) - k\,p`
     and :math:`\partial/\partial t = q - p`; each embedding's gradient is one
     product with the other side.
     """
     num_rows, num_items = user_mm.size(0), item_mm.size(0)
     step = block_rows(num_rows, num_items, user_mm.device)
-    rows = user_mm.new_empty(num_rows)
-    out: List[Optional[Tensor]] = [
-        torch.empty_like(user_mm) if grads[0] else None,
-        torch.zeros_like(item_mm) if grads[1] else None,
-        torch.empty_like(user_id) if grads[2] else None,
-        torch.zeros_like(item_id) if grads[3] else None,
-    ]
+    users = torch.stack([user_mm, user_id])  # [2, B, d]
+    items = torch.stack([item_mm, item_id])  # [2, I, d]
     # Contiguous d x |I| right-hand sides: the block products read them row by row.
-    item_mm_t, item_id_t = item_mm.t().contiguous(), item_id.t().contiguous()
-    work = user_mm.new_empty(4, step, num_items)
+    items_t = items.transpose(1, 2).contiguous()
+    want = any(grads)
+    user_grad = torch.empty_like(users) if want else None
+    item_grad = torch.zeros_like(items) if want else None
+    log_pq, pq = users.new_empty(2, step, num_items), users.new_empty(2, step, num_items)
+    row_blocks = []
     for start in range(0, num_rows, step):
-        sl = slice(start, min(start + step, num_rows))
-        n = sl.stop - sl.start
-        log_p, log_q, p, q = work[0, :n], work[1, :n], work[2, :n], work[3, :n]
-        torch.mm(user_mm[sl], item_mm_t, out=log_p)
-        torch.mm(user_id[sl], item_id_t, out=log_q)
-        _softmax_and_log_(log_p, p)
-        _softmax_and_log_(log_q, q)
-        diff = log_p.sub_(log_q)  # log p - log q
-        weighted = torch.mul(p, diff, out=log_q)  # p (log p - log q), in log_q's buffer
+        n = min(step, num_rows - start)
+        logs, probs = (log_pq, pq) if n == step else (log_pq[:, :n], pq[:, :n])
+        block = users.narrow(1, start, n)
+        torch.bmm(block, items_t, out=logs)  # scores of both sides
+        _softmax_and_log_(logs, probs)
+        log_p, log_q = logs.unbind(0)
+        p, q = probs.unbind(0)
+        weighted = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
         row = weighted.sum(dim=-1)
-        rows[sl] = row
-        if grads[2] or grads[3]:
-            g_t = q.sub_(p)  # q - p
-            if grads[2]:
-                torch.mm(g_t, item_id, out=out[2][sl])  # type: ignore[index]
-            if grads[3]:
-                out[3].addmm_(g_t.t(), user_id[sl])  # type: ignore[union-attr]
-        if grads[0] or grads[1]:
-            g_s = weighted.addcmul_(p, row.unsqueeze(1), value=-1.0)  # p (log p - log q - k)
-            if grads[0]:
-                torch.mm(g_s, item_mm, out=out[0][sl])  # type: ignore[index]
-            if grads[1]:
-                out[1].addmm_(g_s.t(), user_mm[sl])  # type: ignore[union-attr]
+        row_blocks.append(row)
+        if not want:
+            continue
+        weighted.addcmul_(p, row.unsqueeze(1), value=-1.0)  # p (log p - log q - k)
+        torch.sub(q, p, out=log_q)  # q - p: the buffer holds both sides' score gradients
+        if all(grads):
+            torch.bmm(logs, items, out=user_grad.narrow(1, start, n))  # type: ignore[union-attr]
+            item_grad.baddbmm_(logs.transpose(1, 2), block)  # type: ignore[union-attr]
+            continue
+        for side, (g_user, g_item) in enumerate(((0, 1), (2, 3))):
+            if grads[g_user]:
+                torch.mm(logs[side], items[side], out=user_grad[side, start:start + n])  # type: ignore[index]
+            if grads[g_item]:
+                item_grad[side].addmm_(logs[side].t(), block[side])  # type: ignore[index]
+    rows = torch.cat(row_blocks)
+    out: List[Optional[Tensor]] = [None] * 4
+    if want:
+        for k in range(4):
+            if grads[k]:
+                out[k] = (user_grad if k % 2 == 0 else item_grad)[k // 2]  # type: ignore[index]
     return rows, out
 
 

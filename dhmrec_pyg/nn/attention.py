@@ -207,9 +207,10 @@ class PosNegAttention(nn.Module):
         """The ``attr`` tensors of the per-view modules ``name``, stacked: ``[V, ...]`` (one operator)."""
         return torch.stack([getattr(m, attr) for m in getattr(self, name)])
 
-    def _logits(self, fused: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> Tensor:
+    def _logits(self, fused: Tensor, wide: Tensor, by_view: Tensor, w_q: Tensor, w_k: Tensor) -> Tensor:
         r"""The logits of every view's map, ``[V, d, d]``, from the ``[n, d]`` fused rows and the
-        ``[n, V, d]`` view rows that form them.
+        view rows that form them, side by side (``wide``, ``[n, V * d]``) and stacked
+        (``by_view``, ``[V, n, d]``).
 
         :math:`\mathbf{Q}^\top\mathbf{K} = \mathbf{W}_q(\hat{\mathbf{E}}_{fus}^\top
         \hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`: one pass over the nodes for all views
@@ -217,15 +218,14 @@ class PosNegAttention(nn.Module):
         product), no :math:`n \times d` query or key; the centring and the column norms of
         :math:`\mathbf{Q}, \mathbf{K}` come from :math:`d \times d` Gram matrices too.
         """
-        n, num_views, d = views.shape
-        cross = (fused.t() @ views.reshape(n, num_views * d)).view(d, num_views, d).transpose(0, 1)
+        num_views, n, d = by_view.shape
+        cross = (fused.t() @ wide).view(d, num_views, d).transpose(0, 1)
         if self.scale == "centered":
-            cross = cross - fused.sum(0).view(1, d, 1) * views.sum(0).unsqueeze(1) / n
+            cross = cross - fused.sum(0).view(1, d, 1) * wide.sum(0).view(num_views, 1, d) / n
         logits = w_q @ cross @ w_k.transpose(1, 2)
         if self.scale != "l2":
             return logits / math.sqrt(n)
         # ||Q[:, a]||^2 = (W_q E_fus^T E_fus W_q^T)_aa, likewise for K (one d x d Gram per view).
-        by_view = views.transpose(0, 1)  # [V, n, d]
         q_norm = ((w_q @ (fused.t() @ fused)) * w_q).sum(-1).clamp_min(1e-24).sqrt()
         k_norm = ((w_k @ (by_view.transpose(1, 2) @ by_view)) * w_k).sum(-1).clamp_min(1e-24).sqrt()
         scale = self.temperature.view(-1, 1, 1) / (q_norm.unsqueeze(2) * k_norm.unsqueeze(1))
@@ -237,17 +237,6 @@ class PosNegAttention(nn.Module):
             return nn.functional.normalize(x, dim=-1) * self.outer_scale[v]
         out = self.outer_norm[v](x)
         return out if self.view_norm == "layernorm" else out * self.norm_gain
-
-    def _normalize_views(self, x: Tensor) -> Tensor:
-        """:meth:`_normalize_view` of every view of a ``[V, N, d]`` stack at once."""
-        if self.view_norm == "l2":
-            return nn.functional.normalize(x, dim=-1) * self.outer_scale.view(-1, 1, 1)
-        eps = self.outer_norm[0].eps
-        out = nn.functional.layer_norm(x, (self.channels,), eps=eps)
-        if self.view_norm == "layernorm":
-            return torch.addcmul(self._stacked("outer_norm", "bias").unsqueeze(1), out,
-                                 self._stacked("outer_norm").unsqueeze(1))
-        return out * self.norm_gain
 
     def forward(
         self, views: Union[Sequence[Tensor], Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
@@ -271,16 +260,19 @@ class PosNegAttention(nn.Module):
                 raise ValueError(
                     f"expected a [N, {self.num_views}, {self.channels}] tensor of views, got {tuple(views.shape)}"
                 )
-            stacked = views
+            wide = views.reshape(views.size(0), -1)
+            by_view = views.transpose(0, 1).contiguous()  # [V, N, d]
         else:
             if len(views) != self.num_views:
                 raise ValueError(f"expected {self.num_views} views, got {len(views)}")
-            stacked = torch.stack(list(views), dim=1)
-        num_nodes, num_views, d = stacked.shape
-        fused = self.fuse(stacked.reshape(num_nodes, num_views * d))
-        fused_rows, view_rows = (fused, stacked) if rows is None else (fused[rows], stacked[rows])
+            wide, by_view = torch.cat(list(views), dim=-1), torch.stack(list(views))
+        fused = self.fuse(wide)
+        if rows is not None:
+            fused_rows, wide_rows, by_view_rows = fused[rows], wide[rows], by_view[:, rows]
+        else:
+            fused_rows, wide_rows, by_view_rows = fused, wide, by_view
         w_q, w_k, w_v, w_o = (self._stacked(name) for name in ("query", "key", "value", "out"))
-        attn = torch.softmax(self._logits(fused_rows, view_rows, w_q, w_k), dim=-1)  # [V, d, d]
+        attn = torch.softmax(self._logits(fused_rows, wide_rows, by_view_rows, w_q, w_k), dim=-1)  # [V, d, d]
         # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
         # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
         # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
@@ -289,11 +281,11 @@ class PosNegAttention(nn.Module):
             mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * (
                 w_v.sum(1).unsqueeze(2) * w_o.sum(2).unsqueeze(1)
             )  # (17)
-        by_view = stacked.transpose(0, 1)  # [V, N, d]
-        inner = nn.functional.layer_norm(torch.bmm(by_view, mix), (d,), eps=self.inner_norm[0].eps)
-        inner = torch.addcmul(self._stacked("inner_norm", "bias").unsqueeze(1), inner,
-                              self._stacked("inner_norm").unsqueeze(1))
-        total = self._normalize_views(inner + by_view).sum(0)  # (18), (19)
+        # (18) per view (each view's layer norms are fused kernels, forward and backward), summed (19).
+        total: Optional[Tensor] = None
+        for v, (view, out) in enumerate(zip(by_view.unbind(0), torch.bmm(by_view, mix).unbind(0))):
+            e = self._normalize_view(v, self.inner_norm[v](out) + view)
+            total = e if total is None else total + e
         return (total, list(attn.unbind(0))) if return_attention else total
 
     def __repr__(self) -> str:
