@@ -43,27 +43,28 @@ def _kl_blocks(
     # Contiguous d x |I| right-hand sides: the block products read them row by row.
     items_t = items.transpose(1, 2).contiguous()
     want = any(grads)
-    user_grad = torch.empty_like(users) if want else None
+    user_grad = torch.empty_like(users) if want and not all(grads) else None
     item_grad = torch.zeros_like(items) if want else None
     log_pq, pq = users.new_empty(2, step, num_items), users.new_empty(2, step, num_items)
-    row_blocks = []
+    full = (log_pq, pq, *log_pq.unbind(0), *pq.unbind(0))  # the buffers and their sides, for full blocks
+    row_blocks, user_blocks = [], []
     for start in range(0, num_rows, step):
         n = min(step, num_rows - start)
-        logs, probs = (log_pq, pq) if n == step else (log_pq[:, :n], pq[:, :n])
+        logs, probs, log_p, log_q, p, q = full if n == step else (
+            log_pq[:, :n], pq[:, :n], log_pq[0, :n], log_pq[1, :n], pq[0, :n], pq[1, :n]
+        )
         block = users.narrow(1, start, n)
         torch.bmm(block, items_t, out=logs)  # scores of both sides
         _softmax_and_log_(logs, probs)
-        log_p, log_q = logs.unbind(0)
-        p, q = probs.unbind(0)
         weighted = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
-        row = weighted.sum(dim=-1)
+        row = weighted.sum(dim=-1, keepdim=True)
         row_blocks.append(row)
         if not want:
             continue
-        weighted.addcmul_(p, row.unsqueeze(1), value=-1.0)  # p (log p - log q - k)
+        weighted.addcmul_(p, row, value=-1.0)  # p (log p - log q - k)
         torch.sub(q, p, out=log_q)  # q - p: the buffer holds both sides' score gradients
         if all(grads):
-            torch.bmm(logs, items, out=user_grad.narrow(1, start, n))  # type: ignore[union-attr]
+            user_blocks.append(torch.bmm(logs, items))
             item_grad.baddbmm_(logs.transpose(1, 2), block)  # type: ignore[union-attr]
             continue
         for side, (g_user, g_item) in enumerate(((0, 1), (2, 3))):
@@ -71,7 +72,9 @@ def _kl_blocks(
                 torch.mm(logs[side], items[side], out=user_grad[side, start:start + n])  # type: ignore[index]
             if grads[g_item]:
                 item_grad[side].addmm_(logs[side].t(), block[side])  # type: ignore[index]
-    rows = torch.cat(row_blocks)
+    if user_blocks:
+        user_grad = torch.cat(user_blocks, dim=1)
+    rows = torch.cat(row_blocks).view(-1)
     out: List[Optional[Tensor]] = [None] * 4
     if want:
         for k in range(4):

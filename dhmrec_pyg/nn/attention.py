@@ -222,12 +222,13 @@ class PosNegAttention(nn.Module):
         cross = (fused.t() @ wide).view(d, num_views, d).transpose(0, 1)
         if self.scale == "centered":
             cross = cross - fused.sum(0).view(1, d, 1) * wide.sum(0).view(num_views, 1, d) / n
-        logits = w_q @ cross @ w_k.transpose(1, 2)
+        logits = torch.bmm(torch.bmm(w_q, cross), w_k.transpose(1, 2))
         if self.scale != "l2":
             return logits / math.sqrt(n)
         # ||Q[:, a]||^2 = (W_q E_fus^T E_fus W_q^T)_aa, likewise for K (one d x d Gram per view).
         q_norm = ((w_q @ (fused.t() @ fused)) * w_q).sum(-1).clamp_min(1e-24).sqrt()
-        k_norm = ((w_k @ (by_view.transpose(1, 2) @ by_view)) * w_k).sum(-1).clamp_min(1e-24).sqrt()
+        k_norm = ((torch.bmm(w_k, torch.bmm(by_view.transpose(1, 2), by_view))) * w_k).sum(-1)
+        k_norm = k_norm.clamp_min(1e-24).sqrt()
         scale = self.temperature.view(-1, 1, 1) / (q_norm.unsqueeze(2) * k_norm.unsqueeze(1))
         return logits * scale
 
@@ -276,7 +277,7 @@ class PosNegAttention(nn.Module):
         # O W_o^T = E_m T with a d x d matrix T, so no N x d intermediate exists:
         # (15) V A^T W_o^T = E_m W_v^T A^T W_o^T, and by (16) V (1 - A)^T W_o^T =
         # (E_m W_v^T 1)(W_o 1)^T - V A^T W_o^T.
-        mix = w_v.transpose(1, 2) @ attn.transpose(1, 2) @ w_o.transpose(1, 2)
+        mix = torch.bmm(torch.bmm(w_v.transpose(1, 2), attn.transpose(1, 2)), w_o.transpose(1, 2))
         if self.mode == "posneg":
             mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * (
                 w_v.sum(1).unsqueeze(2) * w_o.sum(2).unsqueeze(1)

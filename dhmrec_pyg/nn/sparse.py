@@ -31,35 +31,19 @@ def _coo_product(index: Tensor, value: Tensor, x: Tensor, num_rows: int) -> Tens
     return torch.sparse.mm(adj, x)
 
 
-class _EagerCSRProduct(torch.autograd.Function):
-    """Eager twin of :func:`csr_mm` (same kernel, without the custom-operator dispatch cost)."""
+class _SparseProduct(torch.autograd.Function):
+    """``A @ x`` for ``torch.sparse`` ``A`` and its transpose ``A_t`` (for the backward pass),
+    both built once: one operator each way."""
 
     @staticmethod
-    def forward(ctx: Any, crow: Tensor, col: Tensor, value: Tensor, crow_t: Tensor, col_t: Tensor,
-                value_t: Tensor, x: Tensor) -> Tensor:
-        ctx.save_for_backward(crow_t, col_t, value_t)
-        return _csr_product(crow, col, value, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        crow_t, col_t, value_t = ctx.saved_tensors
-        return None, None, None, None, None, None, _csr_product(crow_t, col_t, value_t, grad)
-
-
-class _EagerCOOProduct(torch.autograd.Function):
-    """Eager twin of :func:`coo_mm`."""
-
-    @staticmethod
-    def forward(ctx: Any, index: Tensor, value: Tensor, index_t: Tensor, value_t: Tensor, x: Tensor,
-                num_rows: int) -> Tensor:
-        ctx.save_for_backward(index_t, value_t)
-        ctx.num_cols = x.size(0)
-        return _coo_product(index, value, x, num_rows)
+    def forward(ctx: Any, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(adj_t)
+        return torch.sparse.mm(adj, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        index_t, value_t = ctx.saved_tensors
-        return None, None, None, None, _coo_product(index_t, value_t, grad, ctx.num_cols), None
+        (adj_t,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(adj_t, grad)
 
 
 @torch.library.custom_op("dhmrec_pyg::csr_mm", mutates_args=())
@@ -170,17 +154,35 @@ class SparseAdjacency(nn.Module):
         if x.size(0) != self.shape[1]:
             raise ValueError(f"adjacency of shape {self.shape} cannot multiply {x.size(0)} rows")
         # The custom operators are what the compiler traces; eagerly, the same products
-        # run through plain autograd functions, which skip the operator dispatch.
-        compiling = torch.compiler.is_compiling()
-        if self.layout == "csr":
-            t = (self.crow, self.col, self.value) if self.symmetric else (self.crow_t, self.col_t, self.value_t)
-            if compiling:
+        # run on torch.sparse views of the buffers, built once (per device move), through a
+        # plain autograd function: one operator forward and one backward.
+        if torch.compiler.is_compiling():
+            if self.layout == "csr":
+                t = (self.crow, self.col, self.value) if self.symmetric else (self.crow_t, self.col_t, self.value_t)
                 return csr_mm(self.crow, self.col, self.value, *t, x)
-            return _EagerCSRProduct.apply(self.crow, self.col, self.value, *t, x)
-        t = (self.index, self.value) if self.symmetric else (self.index_t, self.value_t)
-        if compiling:
+            t = (self.index, self.value) if self.symmetric else (self.index_t, self.value_t)
             return coo_mm(self.index, self.value, *t, x, self.shape[0])
-        return _EagerCOOProduct.apply(self.index, self.value, *t, x, self.shape[0])
+        return _SparseProduct.apply(*self._eager_matrices(), x)
+
+    def _eager_matrices(self) -> Tuple[Tensor, Tensor]:
+        """The matrix and its transpose as ``torch.sparse`` tensors over the current buffers
+        (cached; rebuilt when the buffers are replaced, e.g. by ``.to(device)``)."""
+        cache = self.__dict__.get("_eager_cache")
+        if cache is None or cache[0] is not self.value:
+            adj = self.to_torch_sparse()
+            adj_t = adj if self.symmetric else self._transpose_sparse()
+            cache = self.__dict__["_eager_cache"] = (self.value, adj, adj_t)
+        return cache[1], cache[2]
+
+    def _transpose_sparse(self) -> Tensor:
+        """The transpose, from its buffers, as a ``torch.sparse`` tensor of the layout."""
+        shape = (self.shape[1], self.shape[0])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CSR_BETA)
+            if self.layout == "csr":
+                return torch.sparse_csr_tensor(self.crow_t, self.col_t, self.value_t, shape, check_invariants=False)
+            return torch.sparse_coo_tensor(self.index_t, self.value_t, shape, is_coalesced=True,
+                                           check_invariants=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Same as :meth:`matmul`."""
