@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from dhmrec_pyg.models.base import (
 )
 from dhmrec_pyg.nn.alignment import KL_GRADS, KL_SCORES, interaction_kl
 from dhmrec_pyg.nn.attention import ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
-from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler
+from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler, StackedCodes
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import (
     COMMON_VIEW,
@@ -373,6 +373,17 @@ class DHMRec(Recommender):
                 ``num_users + item``) whose products form the attention maps;
                 ``None``: all nodes.
         """
+        num_u = self.num_users
+        final, e_id, e_mm, stacked, codes = self._propagate(rows)
+        return DHMRecOutput(
+            user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
+            user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=list(stacked.unbind(1)), codes=codes.unstack(),
+        )
+
+    def _propagate(self, rows: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, StackedCodes]:
+        """The pass of :meth:`forward`, users and items together: the ``[U + I, d]`` final (22),
+        ID and fused multimodal embeddings, the ``[U + I, V, d]`` views side by side, and the
+        disentangler's stacked codes."""
         cfg = self.config
         num_u, num_i = self.num_users, self.num_items
         num_views, d = len(self.view_names), cfg.embedding_dim
@@ -410,10 +421,7 @@ class DHMRec(Recommender):
         else:
             e_mm = stacked.mean(1)
         final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
-        return DHMRecOutput(
-            user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
-            user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=list(stacked.unbind(1)), codes=codes.unstack(),
-        )
+        return final, e_id, e_mm, stacked, codes
 
     def loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Dict[str, Tensor]:
         """The objective of equation (25) and its terms.
@@ -425,23 +433,27 @@ class DHMRec(Recommender):
         rows = None
         if cfg.attention_scope == "batch":
             rows = torch.cat([torch.unique(users), self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
-        out = self.forward(rows)
-        u, p, n = out.user[users], out.item[pos_items], out.item[neg_items]
+        final, e_id, e_mm, _, codes = self._propagate(rows)
+        num_u, batch = self.num_users, users.numel()
+        # The batch's users, positive and negative items in one gather, [B, 3, d].
+        index = torch.stack([users, pos_items + num_u, neg_items + num_u], dim=1).view(-1)
+        triplets = final[index].view(batch, 3, -1)
+        u, p, n = triplets.unbind(1)
         bpr = bpr_loss_from_embeddings(u, p, n)
         if cfg.reg_target == "ego":
             reg = l2_reg(self.user_emb.weight[users], self.item_emb.weight[pos_items], self.item_emb.weight[neg_items])
         else:
-            reg = l2_reg(u, p, n)
+            reg = l2_reg(triplets.view(batch, -1))  # = l2_reg(u, p, n): one row of [u, p, n] per triplet
         terms: Dict[str, Tensor] = {"bpr": bpr, "reg": reg}
         total = bpr + cfg.gamma_reg * reg
         if cfg.disentangle:
-            orth = torch.stack(out.codes.orth).sum()
-            terms.update(jsd=out.codes.jsd, orth=orth)
-            total = total + cfg.gamma_dis * (out.codes.jsd + orth)
+            orth = codes.orth.sum()
+            terms.update(jsd=codes.jsd, orth=orth)
+            total = total + cfg.gamma_dis * (codes.jsd + orth)
         if cfg.kl_align:
             batch_users = torch.unique(users)
             kl = interaction_kl(
-                out.user_mm[batch_users], out.item_mm, out.user_id[batch_users], out.item_id,
+                e_mm[batch_users], e_mm[num_u:], e_id[batch_users], e_id[num_u:],
                 temperature=float(cfg.kl_temperature), grad=cfg.kl_grad, scores=cfg.kl_scores,  # type: ignore[arg-type]
             )
             terms["kl"] = kl
