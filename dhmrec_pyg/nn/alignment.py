@@ -46,14 +46,15 @@ def _kl_blocks(
     user_grad = torch.empty_like(users) if want and not all(grads) else None
     item_grad = torch.zeros_like(items) if want else None
     log_pq, pq = users.new_empty(2, step, num_items), users.new_empty(2, step, num_items)
-    full = (log_pq, pq, *log_pq.unbind(0), *pq.unbind(0))  # the buffers and their sides, for full blocks
+    # The buffers, their sides and their transpose for full blocks; the blocks of users, as views.
+    full = (log_pq, pq, *log_pq.unbind(0), *pq.unbind(0), log_pq.transpose(1, 2))
     row_blocks, user_blocks = [], []
-    for start in range(0, num_rows, step):
-        n = min(step, num_rows - start)
-        logs, probs, log_p, log_q, p, q = full if n == step else (
-            log_pq[:, :n], pq[:, :n], log_pq[0, :n], log_pq[1, :n], pq[0, :n], pq[1, :n]
+    for start, block in zip(range(0, num_rows, step), users.split(step, dim=1)):
+        n = block.size(1)
+        logs, probs, log_p, log_q, p, q, logs_t = full if n == step else (
+            log_pq[:, :n], pq[:, :n], log_pq[0, :n], log_pq[1, :n], pq[0, :n], pq[1, :n],
+            log_pq[:, :n].transpose(1, 2),
         )
-        block = users.narrow(1, start, n)
         torch.bmm(block, items_t, out=logs)  # scores of both sides
         _softmax_and_log_(logs, probs)
         weighted = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
@@ -65,16 +66,16 @@ def _kl_blocks(
         torch.sub(q, p, out=log_q)  # q - p: the buffer holds both sides' score gradients
         if all(grads):
             user_blocks.append(torch.bmm(logs, items))
-            item_grad.baddbmm_(logs.transpose(1, 2), block)  # type: ignore[union-attr]
+            item_grad.baddbmm_(logs_t, block)  # type: ignore[union-attr]
             continue
         for side, (g_user, g_item) in enumerate(((0, 1), (2, 3))):
             if grads[g_user]:
                 torch.mm(logs[side], items[side], out=user_grad[side, start:start + n])  # type: ignore[index]
             if grads[g_item]:
                 item_grad[side].addmm_(logs[side].t(), block[side])  # type: ignore[index]
-    if user_blocks:
-        user_grad = torch.cat(user_blocks, dim=1)
-    rows = torch.cat(row_blocks).view(-1)
+    if want and all(grads):
+        user_grad = torch.cat(user_blocks, dim=1) if user_blocks else torch.empty_like(users)
+    rows = torch.cat(row_blocks).view(-1) if row_blocks else users.new_zeros(0)
     out: List[Optional[Tensor]] = [None] * 4
     if want:
         for k in range(4):
