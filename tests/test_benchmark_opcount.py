@@ -85,3 +85,19 @@ def test_missing_dataset_is_skipped(tmp_path, capsys):
     assert opcount.main(["--dataset", "tiktok", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
     assert "skipped" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_accelerator_blocks_count_the_kl_as_one_block(tiny):
+    """With many CPU blocks DHMRec's KL repeats its operators per block; as on a GPU it runs once."""
+    from dhmrec_pyg.nn import blocks
+
+    saved = blocks.CPU_BLOCK_ELEMENTS
+    blocks.CPU_BLOCK_ELEMENTS = 64  # force several blocks on the tiny graph
+    try:
+        row = opcount.count_model("dhmrec", tiny, batch_size=64)
+    finally:
+        blocks.CPU_BLOCK_ELEMENTS = saved
+    assert row["device_top_level"] < row["top_level"]
+    with opcount.accelerator_blocks():
+        assert blocks.CPU_BLOCK_ELEMENTS == blocks.DEVICE_BLOCK_ELEMENTS
+    assert blocks.CPU_BLOCK_ELEMENTS == saved
