@@ -37,7 +37,8 @@ ATTENTION_SCOPES = ("all", "batch")
 REG_TARGETS = ("final", "ego")
 
 #: Named combinations of the readings the paper leaves open (``docs/readings.md``).
-#: ``"paper"`` is the literal reading this library first shipped, kept bit for bit;
+#: ``"paper"`` is the literal reading this library first shipped (the same model and losses, to float
+#: tolerance since the views are computed stacked);
 #: ``"default"`` is the combination selected on TikTok's validation split.
 #: A field set explicitly wins over its preset.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -67,7 +68,7 @@ class DHMRecConfig(ItemGraphConfig):
 
     Attributes:
         preset: ``"default"`` (selected on validation) or ``"paper"`` (the
-            literal reading, this library's first behaviour, bit for bit).
+            literal reading, this library's first behaviour).
         embedding_dim: :math:`d_k` (64).
         reg_weight: :math:`\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`) *(preset)*.
         beta: weight of the visual-like modality in the common item-item graph (0.1).
