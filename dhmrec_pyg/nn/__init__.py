@@ -12,6 +12,7 @@ from dhmrec_pyg.nn.attention import PosNegAttention
 from dhmrec_pyg.nn.disentangle import (
     DisentangledCodes,
     ModalityDisentangler,
+    StackedCodes,
     jensen_shannon_divergence,
     logit_pool,
     orthogonality_loss,
@@ -39,6 +40,7 @@ __all__ = [
     "ModalityDisentangler",
     "PosNegAttention",
     "SparseAdjacency",
+    "StackedCodes",
     "UserAggregation",
     "build_item_graphs",
     "common_view_weights",
