@@ -466,3 +466,20 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     old_text = dump_config(replace(cfg, progress=True, device="auto"), model_cfg).replace("  negatives: all\n", "")
     assert identity_text(cfg, model_cfg) == old_text
     assert "negatives: trained" in identity_text(replace(cfg, negatives="trained"), model_cfg)
+
+
+def test_a_finished_run_counts_whatever_adam_and_compile_it_ran_with(tmp_path):
+    """How steps ran (optimizer_impl, compile) is not part of the configuration a grid reuses."""
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import dump_config
+    from dhmrec_pyg.training.run import finished_run
+
+    model_cfg = MODELS["lightgcn"].config_class()
+    cfg = TrainConfig(model="lightgcn", epochs=3)
+    (tmp_path / "metrics.json").write_text('{"best_epoch": 1}')
+    ran = replace(cfg, optimizer_impl="loop", compile="default")
+    (tmp_path / "config.yaml").write_text(dump_config(ran, model_cfg))
+    assert "optimizer_impl: loop" in (tmp_path / "config.yaml").read_text()
+    assert finished_run(cfg, model_cfg, tmp_path) == {"best_epoch": 1}
+    assert finished_run(replace(cfg, optimizer_impl="foreach"), model_cfg, tmp_path) == {"best_epoch": 1}
+    assert finished_run(replace(cfg, epochs=4), model_cfg, tmp_path) is None  # what it computes still counts

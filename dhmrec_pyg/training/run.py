@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import yaml
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.schema import as_interaction_graph
 from dhmrec_pyg.training import distributed as ddist
-from dhmrec_pyg.training.config import ConfigError, TrainConfig, apply_overrides, dump_config
+from dhmrec_pyg.training.config import EXECUTION_DEFAULTS, ConfigError, TrainConfig, apply_overrides, dump_config
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
 
@@ -34,16 +35,25 @@ def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Di
 
     Finished means ``metrics.json`` is there; the same configuration means the folder's
     ``config.yaml`` is the one this configuration would write, apart from how the run was
-    watched (``progress``) and from options the folder predates that are at the value it
+    watched (``progress``), how its steps ran (the
+    :data:`~dhmrec_pyg.training.config.EXECUTION_DEFAULTS` options: Adam's implementation,
+    compilation) and from options the folder predates that are at the value it
     used (:data:`~dhmrec_pyg.training.config.LEGACY_TRAIN_VALUES`), so a grid or seed
     series can be completed without retraining.
     """
     metrics, config = Path(out_dir) / "metrics.json", Path(out_dir) / "config.yaml"
     if not (metrics.is_file() and config.is_file()):
         return None
-    wanted = {dump_config(replace(cfg, progress=flag), model_cfg, legacy) for flag in (True, False)
-              for legacy in (False, True)}
-    if config.read_text(encoding="utf-8") not in wanted:
+    text = config.read_text(encoding="utf-8")
+    candidates = [cfg, replace(cfg, **EXECUTION_DEFAULTS)]
+    try:  # the execution options the folder's run used, if it wrote any
+        stored = (yaml.safe_load(text) or {}).get("train") or {}
+        candidates.append(replace(cfg, **{k: stored.get(k, v) for k, v in EXECUTION_DEFAULTS.items()}))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        pass
+    wanted = {dump_config(replace(c, progress=flag), model_cfg, legacy) for c in candidates
+              for flag in (True, False) for legacy in (False, True)}
+    if text not in wanted:
         return None
     return json.loads(metrics.read_text(encoding="utf-8"))
 
