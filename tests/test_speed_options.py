@@ -29,21 +29,14 @@ from dhmrec_pyg.training.trainer import (
     resolve_optimizer_impl,
 )
 
+from test_models_common import build as _build  # every model, small and seeded
+
 MODEL_NAMES = ("dhmrec", "freedom")
 
 
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic("tiny", seed=0, n_users=60, n_items=40, n_interactions=600)
-
-
-def _build(name, data):
-    torch.manual_seed(0)
-    cls = MODELS[name]
-    cfg = cls.config_class(embedding_dim=8)
-    if hasattr(cfg, "knn_k"):
-        cfg.knn_k, cfg.knn_cache_dir = 4, "none"
-    return cls(data, cfg)
 
 
 def _batch(data, size=32, seed=0):
