@@ -26,7 +26,7 @@ from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.data import load_dataset, load_mmrec
 from dhmrec_pyg.data.synthetic import synthetic_profile_of
 from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.training.config import TrainConfig, load_run_config
+from dhmrec_pyg.training.config import TrainConfig, apply_overrides, load_run_config
 from dhmrec_pyg.training.run import parse_grid, run_grid
 from dhmrec_pyg.training.trainer import environment
 
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         data_root = args.data_root
         data = load_mmrec(folder)
     cfg = TrainConfig(model=args.model, dataset=args.dataset, data_root=data_root, progress=False)
-    # Without --grid the one point is the configuration itself: its seed is --set seed=N if given.
-    set_seeds = [pair.split("=", 1)[1] for pair in args.sets if pair.split("=", 1)[0].strip() == "seed"]
-    grid = parse_grid(args.grid) if args.grid else {"seed": [set_seeds[-1] if set_seeds else str(cfg.seed)]}
+    # Without --grid the one point is the configuration itself, seed included (--set seed=N).
+    point_seed = apply_overrides(cfg, {}, MODELS[args.model].config_class, args.sets)[0].seed
+    grid = parse_grid(args.grid) if args.grid else {"seed": [str(point_seed)]}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     name = f"{args.dataset}_{args.model}{('_' + args.tag) if args.tag else ''}"
     start = time.time()
