@@ -45,14 +45,13 @@ def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Di
     if not (metrics.is_file() and config.is_file()):
         return None
     text = config.read_text(encoding="utf-8")
-    candidates = [cfg, replace(cfg, **EXECUTION_DEFAULTS)]
-    try:  # the execution options the folder's run used, if it wrote any
+    try:  # compared with the execution options the folder's run used (absent: their defaults)
         stored = (yaml.safe_load(text) or {}).get("train") or {}
-        candidates.append(replace(cfg, **{k: stored.get(k, v) for k, v in EXECUTION_DEFAULTS.items()}))
+        ran = replace(cfg, **{k: stored.get(k, v) for k, v in EXECUTION_DEFAULTS.items()})
     except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        pass
-    wanted = {dump_config(replace(c, progress=flag), model_cfg, legacy) for c in candidates
-              for flag in (True, False) for legacy in (False, True)}
+        return None
+    wanted = {dump_config(replace(ran, progress=flag), model_cfg, legacy) for flag in (True, False)
+              for legacy in (False, True)}
     if text not in wanted:
         return None
     return json.loads(metrics.read_text(encoding="utf-8"))
