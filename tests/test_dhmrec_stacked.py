@@ -45,7 +45,7 @@ def reference_pass(model: DHMRec, rows=None):
         if cfg.item_graphs:
             items = view[num_u:]
             for _ in range(cfg.num_ii_layers):
-                items = conv(items, getattr(model, f"ii_adj_{name}"))  # (13)
+                items = conv(items, model.item_graph(name))  # (13)
             view = torch.cat([torch.sparse.mm(model.adj_ui, items), items])  # (14)
         views.append(view)
     if model.fusion is None:

@@ -325,10 +325,8 @@ class DHMRec(Recommender):
                 cache_dir=config.knn_cache_path(data),
             )
             stores = [graphs["item", f"similar_{view}", "item"] for view in self.view_names]
-            for view, store in zip(self.view_names, stores):
-                adj = to_sparse_adjacency(store.edge_index, store.edge_weight, num_i, layout=layout)
-                self.register_adjacency(f"ii_adj_{view}", adj)
             # All views' graphs as one [I * V, I * V] matrix (forward): one product per hop.
+            # A view's own graph is a slice of it (item_graph), so it is not kept twice.
             edge_index, edge_weight = interleave_item_graphs(
                 [(store.edge_index, store.edge_weight) for store in stores], num_i
             )
@@ -336,6 +334,29 @@ class DHMRec(Recommender):
                 to_sparse_adjacency(edge_index, edge_weight, num_i * len(stores), layout=layout)
             )
         self.reset_parameters()
+
+    def item_graph(self, view: str) -> Tensor:
+        r"""The normalised item-item graph :math:`\tilde{I}^{\tilde{m}}` of one view, (11)-(12), as a
+        ``[I, I]`` sparse COO matrix (row ``i``: the weights of the items ``i`` aggregates in (13)).
+
+        It is read out of the interleaved matrix the forward pass multiplies, where item ``i`` of
+        view ``v`` is node ``i * V + v``.
+
+        Args:
+            view: ``"common"`` or a modality's name (:attr:`view_names`).
+        """
+        if not self.config.item_graphs:
+            raise ValueError("this model has no item-item graphs (item_graphs=False)")
+        if view not in self.view_names:
+            raise ValueError(f"view must be one of {self.view_names}, got {view!r}")
+        v, num_views, num_i = self.view_names.index(view), len(self.view_names), self.num_items
+        adj = self.ii_adj_views.to_torch_sparse()
+        adj = adj.to_sparse_coo() if adj.layout != torch.sparse_coo else adj
+        index, value = adj.indices(), adj.values()
+        keep = index[0] % num_views == v
+        return torch.sparse_coo_tensor(
+            torch.div(index[:, keep], num_views, rounding_mode="floor"), value[keep], (num_i, num_i), check_invariants=False
+        ).coalesce()
 
     def reset_parameters(self) -> None:
         """Xavier-initialise the embeddings; reset every sub-module."""
