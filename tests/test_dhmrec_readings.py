@@ -40,7 +40,7 @@ def test_presets_fill_only_the_options_left_unset():
         DHMRecConfig(preset="literal")
     for bad in ({"attention_scale": "cosine"}, {"view_norm": "batch"}, {"reg_target": "all"},
                 {"kl_grad": "none"}, {"kl_scores": "l1"}, {"attention_scope": "users"},
-                {"kl_temperature": 0.0}, {"view_dropout": 1.0}):
+                {"kl_temperature": 0.0}, {"view_dropout": 1.0}, {"attention_axis": "nodes"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DHMRecConfig(**bad)
 
@@ -112,6 +112,60 @@ def test_batch_rows_form_the_map_and_every_node_is_mapped():
         assert_close(a, b)
     assert out.shape == (30, 4)
     assert_close(out[rows], sub_out)
+
+
+@pytest.mark.parametrize("mode", ["posneg", "standard"])
+def test_view_axis_attention_matches_a_per_node_loop(mode):
+    torch.manual_seed(5)
+    num_views, n, d = 3, 12, 4
+    layer = PosNegAttention(d, num_views=num_views, mode=mode, axis="views")
+    if mode == "posneg":
+        with torch.no_grad():
+            layer.alpha_pos.fill_(0.7)
+            layer.alpha_neg.fill_(0.4)
+    views = [torch.randn(n, d) + 1.0 for _ in range(num_views)]
+    out, maps = layer(views, return_attention=True)
+    fused = layer.fuse(torch.cat(views, -1))
+    want = torch.zeros(n, d)
+    for v in range(num_views):
+        rows = []
+        for node in range(n):
+            q = layer.query[v].weight @ fused[node]
+            keys = torch.stack([layer.key[m].weight @ views[m][node] for m in range(num_views)])
+            values = torch.stack([layer.value[m].weight @ views[m][node] for m in range(num_views)])
+            a = torch.softmax(keys @ q / math.sqrt(d), 0)  # over the views
+            assert_close(maps[v][node], a)
+            o = a @ values  # (15)
+            if mode == "posneg":
+                o = layer.alpha_pos * o + layer.alpha_neg * ((1 - a) @ values)  # (16)-(17)
+            rows.append(layer.out[v].weight @ o)
+        inner = layer.inner_norm[v](torch.stack(rows))
+        want = want + layer.outer_norm[v](inner + views[v])  # (18), summed (19)
+    assert_close(out, want)
+    assert not hasattr(PosNegAttention(d, num_views=2, scale="l2", axis="views"), "temperature")  # unused there
+    with pytest.raises(ValueError, match="axis"):
+        PosNegAttention(d, num_views=2, axis="nodes")
+
+
+def test_view_axis_in_the_model_trains_and_reports_its_maps(data):
+    model = build(data, attention_axis="views", attention_scope="batch")
+    users, pos, neg = batch(data)
+    model.loss(users, pos, neg)["loss"].backward()
+    assert model.fusion.key[2].weight.grad.abs().sum() > 0
+    diag = model.diagnostics()
+    for name in model.view_names:  # entropy of a softmax over the 3 views
+        assert 0.0 <= diag[f"attn_entropy_{name}"] <= math.log(3) + 1e-6
+
+
+def test_mm_center_removes_the_mean_user_and_item_of_the_branch(data):
+    plain, centred = build(data, seed=2), build(data, seed=2, mm_center=True)
+    with torch.no_grad():
+        a, b = plain.eval()(), centred.eval()()
+    assert_close(b.user_mm, a.user_mm - a.user_mm.mean(0))
+    assert_close(b.item_mm, a.item_mm - a.item_mm.mean(0))
+    assert_close(b.user_id, a.user_id)
+    assert_close(b.user, b.user_id + centred.config.alpha_mm * b.user_mm)  # (22) on the centred branch
+    assert_close(b.item_mm.mean(0), torch.zeros(b.item_mm.size(1)), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("view_norm", ["layernorm_plain", "l2"])

@@ -18,7 +18,7 @@ from dhmrec_pyg.models.base import (
     l2_reg,
 )
 from dhmrec_pyg.nn.alignment import KL_GRADS, KL_SCORES, interaction_kl
-from dhmrec_pyg.nn.attention import ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
+from dhmrec_pyg.nn.attention import ATTENTION_AXES, ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler, StackedCodes
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import (
@@ -45,12 +45,14 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "paper": dict(
         reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, kl_align=True, attention_scale="sqrt_n",
         attention_scope="all", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
-        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
+        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0, attention_axis="dims",
+        mm_center=False,
     ),
     "default": dict(
         reg_weight=1e-4, ln_gain="0.015", gamma_kl=0.01, kl_align=True, attention_scale="l2",
         attention_scope="batch", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
-        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
+        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0, attention_axis="dims",
+        mm_center=False,
     ),
 }
 
@@ -93,6 +95,12 @@ class DHMRecConfig(ItemGraphConfig):
             (:class:`~dhmrec_pyg.nn.PosNegAttention`) *(preset)*.
         attention_scope: ``"all"`` nodes or the training ``"batch"``'s users and
             items form the attention map *(preset)*.
+        attention_axis: the attention of (15)-(16) runs over the embedding
+            ``"dims"`` (a :math:`d \times d` map) or, node by node, over the
+            ``"views"`` (:class:`~dhmrec_pyg.nn.PosNegAttention`) *(preset)*.
+        mm_center: before (22), subtract the users' mean from the users' fused
+            multimodal rows and the items' mean from the items' (over all users,
+            all items), so the branch carries no user-independent item term *(preset)*.
         view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"``: the
             normalisation of each view before (19) *(preset)*.
         reg_target: where the L2 of (25) applies: ``"final"`` embeddings of the
@@ -133,6 +141,8 @@ class DHMRecConfig(ItemGraphConfig):
     gate_detach: Optional[bool] = None
     prune_views: Optional[bool] = None
     view_dropout: Optional[float] = None
+    attention_axis: str = ""
+    mm_center: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -144,6 +154,7 @@ class DHMRecConfig(ItemGraphConfig):
             "fusion": FUSIONS, "attention": ATTENTION_MODES, "attention_scale": ATTENTION_SCALES,
             "attention_scope": ATTENTION_SCOPES, "view_norm": VIEW_NORMS, "reg_target": REG_TARGETS,
             "kl_grad": KL_GRADS, "kl_scores": KL_SCORES,
+            "attention_axis": ATTENTION_AXES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -305,7 +316,7 @@ class DHMRec(Recommender):
         self.fusion = (
             PosNegAttention(
                 d, len(self.view_names), mode=config.attention, norm_gain=config.layer_norm_gain(),
-                scale=config.attention_scale, view_norm=config.view_norm,
+                scale=config.attention_scale, view_norm=config.view_norm, axis=config.attention_axis,
             )
             if config.fusion == "attention"
             else None
@@ -442,6 +453,9 @@ class DHMRec(Recommender):
             e_mm = self.fusion(stacked, rows=rows if cfg.attention_scope == "batch" else None)
         else:
             e_mm = stacked.mean(1)
+        if cfg.mm_center:
+            users_mm, items_mm = e_mm[:num_u], e_mm[num_u:]
+            e_mm = torch.cat([users_mm - users_mm.mean(0), items_mm - items_mm.mean(0)])
         final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
         return final, e_id, e_mm, stacked, codes
 

@@ -12,6 +12,9 @@ ATTENTION_MODES = ("posneg", "standard")
 ATTENTION_SCALES = ("sqrt_n", "centered", "l2")
 #: How each view is normalised at the end of (18), before the sum (19).
 VIEW_NORMS = ("layernorm", "layernorm_plain", "l2")
+#: What the attention of (15)-(16) runs over: the embedding dimensions (a d x d map) or, per
+#: node, the views (a V x V map per node).
+ATTENTION_AXES = ("dims", "views")
 
 
 class PosNegAttention(nn.Module):
@@ -102,6 +105,18 @@ class PosNegAttention(nn.Module):
       :math:`g\sqrt{d}` for ``norm_gain`` :math:`g`, the row norm a layer
       norm of gain :math:`g` starts at).
 
+    - ``axis`` -- what the attention runs over. ``"dims"`` is everything above.
+      ``"views"`` reads "the correlation between the query and the key" as an
+      attention over the views, node by node: for view :math:`\tilde{m}` and
+      node :math:`n`, :math:`A_{n,\tilde{m}m'} = \operatorname{softmax}_{m'}
+      (\mathbf{q}_{n,\tilde{m}}^\top\mathbf{k}_{n,m'}/\sqrt{d})` with
+      :math:`\mathbf{q}_{n,\tilde{m}} = \mathbf{W}_q^{\tilde{m}}\hat{\mathbf{e}}_{n,fus}`,
+      :math:`\mathbf{k}_{n,m'} = \mathbf{W}_k^{m'}\hat{\mathbf{e}}_{n,m'}`,
+      :math:`\mathbf{v}_{n,m'} = \mathbf{W}_v^{m'}\hat{\mathbf{e}}_{n,m'}`, so
+      (15) is :math:`\sum_{m'} A_{n,\tilde{m}m'}\mathbf{v}_{n,m'}` and (16)
+      :math:`\sum_{m'} (1 - A_{n,\tilde{m}m'})\mathbf{v}_{n,m'}`; (17)-(19) are
+      unchanged. It costs :math:`O(N V^2 d)`; ``scale`` and ``rows`` do not apply.
+
     Args:
         channels: embedding width :math:`d`.
         num_views: number of views :math:`|\{\tilde{m}\}|` (e.g. common + one
@@ -115,11 +130,13 @@ class PosNegAttention(nn.Module):
             :math:`\sqrt{d}`.
         scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"`` (above).
         view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"`` (above).
+        axis: ``"dims"`` or ``"views"`` (above).
 
     Shapes:
         - **input:** ``num_views`` tensors :math:`(N, d)`
         - **output:** :math:`(N, d)`; with ``return_attention=True`` also one
-          :math:`(d, d)` map per view
+          :math:`(d, d)` map per view (``axis="views"``: one :math:`(N, V)` map per
+          view, row :math:`n` the weights node :math:`n`'s query gives the views)
     """
 
     def __init__(
@@ -132,8 +149,12 @@ class PosNegAttention(nn.Module):
         norm_gain: Optional[float] = None,
         scale: str = "sqrt_n",
         view_norm: str = "layernorm",
+        axis: str = "dims",
     ) -> None:
         super().__init__()
+        if axis not in ATTENTION_AXES:
+            raise ValueError(f"axis must be one of {ATTENTION_AXES}, got {axis!r}")
+        self.axis = axis
         if mode not in ATTENTION_MODES:
             raise ValueError(f"mode must be one of {ATTENTION_MODES}, got {mode!r}")
         if scale not in ATTENTION_SCALES:
@@ -166,7 +187,7 @@ class PosNegAttention(nn.Module):
         else:
             affine = view_norm == "layernorm"
             self.outer_norm = per_view(lambda: nn.LayerNorm(d, elementwise_affine=affine))
-        if scale == "l2":
+        if scale == "l2" and axis == "dims":
             self.temperature = nn.Parameter(torch.empty(num_views))
         if mode == "posneg":
             self.alpha_pos = nn.Parameter(torch.empty(()))
@@ -184,7 +205,7 @@ class PosNegAttention(nn.Module):
         with torch.no_grad():
             if self.view_norm == "l2":
                 self.outer_scale.fill_(self.norm_gain * self.channels ** 0.5)
-            if self.scale == "l2":
+            if self.scale == "l2" and self.axis == "dims":
                 self.temperature.fill_(1.0)
         if self.mode == "posneg":
             with torch.no_grad():
@@ -268,6 +289,8 @@ class PosNegAttention(nn.Module):
                 raise ValueError(f"expected {self.num_views} views, got {len(views)}")
             wide, by_view = torch.cat(list(views), dim=-1), torch.stack(list(views))
         fused = self.fuse(wide)
+        if self.axis == "views":
+            return self._forward_views(fused, by_view, return_attention)
         if rows is not None:
             fused_rows, wide_rows, by_view_rows = fused[rows], wide[rows], by_view[:, rows]
         else:
@@ -282,15 +305,46 @@ class PosNegAttention(nn.Module):
             mix = (self.alpha_pos - self.alpha_neg) * mix + self.alpha_neg * (
                 w_v.sum(1).unsqueeze(2) * w_o.sum(2).unsqueeze(1)
             )  # (17)
-        # (18) per view (each view's layer norms are fused kernels, forward and backward), summed (19).
-        total: Optional[Tensor] = None
-        for v, (view, out) in enumerate(zip(by_view.unbind(0), torch.bmm(by_view, mix).unbind(0))):
-            e = self._normalize_view(v, self.inner_norm[v](out) + view)
-            total = e if total is None else total + e
+        total = self._residual_sum(by_view, torch.bmm(by_view, mix))
         return (total, list(attn.unbind(0))) if return_attention else total
+
+    def _residual_sum(self, by_view: Tensor, out: Tensor) -> Tensor:
+        """(18) for every view from its ``[V, N, d]`` rows and attention outputs ``O W_o^T``,
+        summed (19). Each view's layer norms are fused kernels, forward and backward."""
+        total: Optional[Tensor] = None
+        for v, (view, o) in enumerate(zip(by_view.unbind(0), out.unbind(0))):
+            e = self._normalize_view(v, self.inner_norm[v](o) + view)
+            total = e if total is None else total + e
+        assert total is not None
+        return total
+
+    def _forward_views(
+        self, fused: Tensor, by_view: Tensor, return_attention: bool
+    ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
+        """(15)-(19) with ``axis="views"``: per node, each view's query attends over all views."""
+        num_views, n, d = by_view.shape
+        w_q, w_k, w_v, w_o = (self._stacked(name) for name in ("query", "key", "value", "out"))
+        query = torch.matmul(fused, w_q.transpose(1, 2))  # [V, N, d]
+        key = torch.bmm(by_view, w_k.transpose(1, 2))
+        value = torch.bmm(by_view, w_v.transpose(1, 2))
+        # logits[n, m, m'] = q_{n,m} . k_{n,m'} / sqrt(d): a batched [V, d] x [d, V] product per node.
+        logits = torch.bmm(query.transpose(0, 1), key.permute(1, 2, 0)) / math.sqrt(d)
+        attn = torch.softmax(logits, dim=-1)  # [N, V, V]
+        value_n = value.transpose(0, 1)  # [N, V, d]
+        pos = torch.bmm(attn, value_n)  # (15)
+        if self.mode == "posneg":
+            # (16): sum_m' (1 - A) v = sum_m' v - (15); then (17).
+            out = (self.alpha_pos - self.alpha_neg) * pos + self.alpha_neg * value_n.sum(1, keepdim=True)
+        else:
+            out = pos
+        out = torch.bmm(out.transpose(0, 1), w_o.transpose(1, 2))  # [V, N, d]
+        total = self._residual_sum(by_view, out)
+        return (total, list(attn.unbind(1))) if return_attention else total
 
     def __repr__(self) -> str:
         extra = "" if (self.scale, self.view_norm) == ("sqrt_n", "layernorm") else (
             f", scale={self.scale!r}, view_norm={self.view_norm!r}"
         )
+        if self.axis != "dims":
+            extra += f", axis={self.axis!r}"
         return f"{self.__class__.__name__}({self.channels}, num_views={self.num_views}, mode={self.mode!r}{extra})"

@@ -277,7 +277,7 @@ LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
     "dhmrec": {
         "preset": "paper", "attention_scale": "sqrt_n", "attention_scope": "all", "view_norm": "layernorm",
         "reg_target": "final", "kl_grad": "both", "kl_scores": "dot", "kl_temperature": 1.0, "gate_detach": False,
-        "prune_views": False, "view_dropout": 0.0,
+        "prune_views": False, "view_dropout": 0.0, "attention_axis": "dims", "mm_center": False,
     },
 }
 
