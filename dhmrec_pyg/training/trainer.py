@@ -355,13 +355,14 @@ class Trainer:
         save_checkpoint(path, self._checkpoint_state(epoch, batch, epoch_generator_state, partial))
 
     def _loss_function(self) -> Callable[..., Dict[str, torch.Tensor]]:
-        """The function computing a batch's loss terms: ``model.loss``, or its ``torch.compile``d
-        version with ``cfg.compile`` (autograd runs the backward through the compiled graphs)."""
+        """The function computing a batch's loss terms: ``model.loss`` (with several processes,
+        the DDP-wrapped loss), or its ``torch.compile``d version with ``cfg.compile`` (autograd
+        runs the backward through the compiled graphs; under DDP the compiler splits its graph
+        at the gradient buckets, so the all-reduces still overlap the backward)."""
         cfg = self.cfg
+        step: Callable[..., Dict[str, torch.Tensor]] = self.model.loss if self._ddp is None else self._ddp
         if cfg.compile == "none":
-            return self.model.loss
-        if self._ddp is not None:
-            raise ConfigError("compile: a compiled step is not supported with several processes (--nproc) yet")
+            return step
         import torch._dynamo
 
         if cfg.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
@@ -370,7 +371,7 @@ class Trainer:
         # Sparse products the compiler cannot trace run eagerly between graphs (graph breaks);
         # SparseAdjacency's products are custom operators it keeps in the graph.
         mode = None if cfg.compile == "default" else cfg.compile
-        return torch.compile(self.model.loss, mode=mode, backend=cfg.compile_backend)
+        return torch.compile(step, mode=mode, backend=cfg.compile_backend)
 
     def _restore(self, ck: Dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
@@ -534,7 +535,7 @@ class Trainer:
         if hi == lo:
             lo, hi = 0, 1
         u, p, ng = (t[lo:hi].to(self.device) for t in (u, p, ng))
-        terms = self._ddp(u, p, ng)
+        terms = self._loss(u, p, ng)  # the DDP-wrapped loss, compiled with cfg.compile
         return {name: value * (world * share) for name, value in terms.items()}, share
 
     def _agree(self, terms: Dict[str, torch.Tensor], share: float, sums: Dict[str, float]
