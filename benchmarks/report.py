@@ -131,14 +131,16 @@ def propagation_table() -> list[str]:
     return lines
 
 
-def embedded(name: str, title: str) -> list[str]:
-    """The first Markdown table of ``results/<name>.md`` with its command line, under ``title``."""
+def embedded(name: str, title: str, last: bool = False) -> list[str]:
+    """The first (``last``: the last) Markdown table of ``results/<name>.md`` with its command
+    line, under ``title``."""
     path = HERE / "results" / f"{name}.md"
     if not path.is_file():
         return []
     text = path.read_text().splitlines()
     command = next((line for line in text if line.startswith("Command:")), "")
-    start = next(i for i, line in enumerate(text) if line.startswith("|"))
+    starts = [i for i, line in enumerate(text) if line.startswith("|") and (i == 0 or not text[i - 1].startswith("|"))]
+    start = starts[-1] if last else starts[0]
     end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
     machine = next((line for line in text if line.startswith("Machine:")), "")
     return ["", f"**{title}** ({command[len('Command: '):] if command else name}; details in "
@@ -160,8 +162,10 @@ def main() -> int:
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("tiktok_dhmrec_readings", "DHMRec: the probes that selected the default readings "
                      "(TikTok, seed 0; docs/readings.md)")
-    body += embedded("tiktok_dhmrec_ablations", "DHMRec ablations under the default preset (TikTok, seed 0, "
-                     "first 40 epochs of each run)")
+    body += embedded("tiktok_dhmrec_readings_seeds", "DHMRec: the last readings probed, over three seeds where "
+                     "the first looked better (TikTok; docs/readings.md)")
+    body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the default preset "
+                     "(TikTok, three seeds each; the per-run rows are in the file)", last=True)
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
     for path in sorted((HERE / "results").glob("opcount_*.md")):
