@@ -366,7 +366,7 @@ class DHMRec(Recommender):
         index, value = adj.indices(), adj.values()
         keep = index[0] % num_views == v
         return torch.sparse_coo_tensor(
-            torch.div(index[:, keep], num_views, rounding_mode="floor"), value[keep], (num_i, num_i), check_invariants=False
+            index[:, keep] // num_views, value[keep], (num_i, num_i), check_invariants=False
         ).coalesce()
 
     def reset_parameters(self) -> None:

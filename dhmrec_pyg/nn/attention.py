@@ -205,7 +205,7 @@ class PosNegAttention(nn.Module):
         with torch.no_grad():
             if self.view_norm == "l2":
                 self.outer_scale.fill_(self.norm_gain * self.channels ** 0.5)
-            if self.scale == "l2" and self.axis == "dims":
+            if "temperature" in self._parameters:  # created for the l2-scaled map over dims
                 self.temperature.fill_(1.0)
         if self.mode == "posneg":
             with torch.no_grad():
