@@ -227,3 +227,27 @@ def test_kl_one_sided_gradients_in_blocks_match_the_definition(monkeypatch, grad
         assert (g is None) == (w is None)
         if g is not None:
             assert_close(g, w)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"attention_axis": "views"}, {"fusion": "mean"}, {"item_graphs": False},
+                                       {"kl_grad": "mm", "reg_target": "ego"}])
+def test_loss_fusing_only_the_batch_users_equals_fusing_every_user(data, overrides):  # noqa: F811
+    """With the batch scope, loss() fuses only the batch's users; loss and gradients are unchanged."""
+    model = build(data, **overrides)
+    assert model.config.attention_scope == "batch"
+    users, pos, neg = batch(data)
+    params = list(model.parameters())
+    results = []
+    for only_batch in (True, False):
+        model.fuse_batch_users_only = only_batch
+        terms = model.loss(users, pos, neg)
+        grads = torch.autograd.grad(terms["loss"], params, allow_unused=True)
+        results.append((terms, grads))
+    (got, got_grads), (want, want_grads) = results
+    assert set(got) == set(want)
+    for key in want:
+        assert_close(got[key], want[key], rtol=1e-5, atol=1e-7, msg=key)
+    for (name, _), g, w in zip(model.named_parameters(), got_grads, want_grads):
+        assert (g is None) == (w is None), name
+        if g is not None:
+            assert_close(g, w, rtol=1e-4, atol=1e-7, msg=name)

@@ -129,6 +129,24 @@ def test_user_aggregation_matches_equation_14():
     assert_close(x.grad, norm.sum(0)[:, None].expand(12, 4))
 
 
+@pytest.mark.parametrize("layout", ["csr", "coo"])
+def test_user_aggregation_rows_are_those_rows_of_the_full_aggregate(layout):
+    """(14) for a subset of users (repeats, unsorted, and a user without items) equals the full product's rows."""
+    data = toy_data()
+    ei = data["user", "interacts", "item"].edge_index
+    adj = user_item_adjacency(ei, 5, 12, layout=layout)
+    x = torch.randn(12, 4, requires_grad=True)
+    users = torch.tensor([3, 0, 4, 2, 0])
+    weight = torch.randn(5, 4)
+    got = UserAggregation.rows(x, adj, users)
+    (grad_got,) = torch.autograd.grad((got * weight).sum(), x)
+    want = UserAggregation()(x, user_item_adjacency(ei, 5, 12))[users]
+    (grad_want,) = torch.autograd.grad((want * weight).sum(), x)
+    assert_close(got, want)
+    assert_close(grad_got, grad_want)
+    assert float(got[2].abs().sum()) == 0.0  # user 4 has no training interaction
+
+
 def test_user_aggregation_with_a_prebuilt_transpose_has_the_same_values_and_gradients():
     from dhmrec_pyg.nn import UserAggregation, user_item_adjacency
 

@@ -293,6 +293,9 @@ class DHMRec(Recommender):
     """
 
     config_class = DHMRecConfig
+    #: With ``attention_scope="batch"``, :meth:`loss` fuses only the batch's users (same values,
+    #: less work); ``False`` fuses every user, as :meth:`forward` does (kept for tests).
+    fuse_batch_users_only: bool = True
 
     def __init__(self, data: HeteroData, config: DHMRecConfig) -> None:
         super().__init__(data, config)
@@ -407,16 +410,25 @@ class DHMRec(Recommender):
                 ``None``: all nodes.
         """
         num_u = self.num_users
-        final, e_id, e_mm, stacked, codes = self._propagate(rows)
+        final, e_id, e_mm, stacked, codes = self._propagate(rows, None)
         return DHMRecOutput(
             user=final[:num_u], item=final[num_u:], user_id=e_id[:num_u], item_id=e_id[num_u:],
             user_mm=e_mm[:num_u], item_mm=e_mm[num_u:], views=list(stacked.unbind(1)), codes=codes.unstack(),
         )
 
-    def _propagate(self, rows: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, StackedCodes]:
+    def _propagate(
+        self, rows: Optional[Tensor], user_ids: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, StackedCodes]:
         """The pass of :meth:`forward`, users and items together: the ``[U + I, d]`` final (22),
         ID and fused multimodal embeddings, the ``[U + I, V, d]`` views side by side, and the
-        disentangler's stacked codes."""
+        disentangler's stacked codes.
+
+        With ``user_ids`` (sorted, distinct), only those users' rows are fused and returned: the
+        rows are ``user_ids`` then every item (``[len(user_ids) + I, ...]``), and ``rows``
+        indexes these. Every row is computed as in the full pass (the graph products still run
+        over all nodes); the steps after (14) that treat each node on its own (the fusion
+        (15)-(19), whose maps come from ``rows`` alone, and (22)) skip the other users.
+        """
         cfg = self.config
         num_u, num_i = self.num_users, self.num_items
         num_views, d = len(self.view_names), cfg.embedding_dim
@@ -443,17 +455,24 @@ class DHMRec(Recommender):
             # i * V + v), the views' graphs form one block-diagonal matrix, one product per hop.
             items = self.ii_propagation(items.view(num_i * num_views, d), self.ii_adj_views)
             items = items.view(num_i, num_views * d)
-            users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)  # (14)
+            if user_ids is None:
+                users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)  # (14)
+            else:
+                users = self.user_aggregation.rows(items, self.adj_ui, user_ids)  # (14), those users
+        elif user_ids is not None:
+            users = users[user_ids]  # type: ignore[index]
+        if user_ids is not None:
+            e_id = torch.cat([e_id[user_ids], e_id[num_u:]])
         wide = torch.cat([users, items])  # type: ignore[list-item]
         if cfg.view_dropout > 0:  # type: ignore[operator]
             wide = nn.functional.dropout(wide, cfg.view_dropout, self.training)  # type: ignore[arg-type]
-        stacked = wide.view(num_u + num_i, num_views, d)
+        stacked = wide.view(-1, num_views, d)
 
         if self.fusion is not None:
             e_mm = self.fusion(stacked, rows=rows if cfg.attention_scope == "batch" else None)
         else:
             e_mm = stacked.mean(1)
-        if cfg.mm_center:
+        if cfg.mm_center:  # the users' mean needs every user: loss() never passes user_ids here
             users_mm, items_mm = e_mm[:num_u], e_mm[num_u:]
             e_mm = torch.cat([users_mm - users_mm.mean(0), items_mm - items_mm.mean(0)])
         final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
@@ -466,13 +485,24 @@ class DHMRec(Recommender):
         on, ``jsd`` and ``orth`` (disentanglement) and ``kl`` (alignment).
         """
         cfg = self.config
-        rows = None
-        if cfg.attention_scope == "batch":
-            rows = torch.cat([torch.unique(users), self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
-        final, e_id, e_mm, _, codes = self._propagate(rows)
-        num_u, batch = self.num_users, users.numel()
+        batch = users.numel()
+        batch_users, user_rows = torch.unique(users, return_inverse=True)
+        if self.fuse_batch_users_only and cfg.attention_scope == "batch" and not cfg.mm_center and not cfg.view_dropout:
+            # Only the batch's users are fused (the maps are formed from the batch anyway): the
+            # pass returns their rows, then all items'; the values are those of the full pass.
+            num_rows = batch_users.numel()
+            items = torch.unique(torch.cat([pos_items, neg_items]))
+            rows: Optional[Tensor] = torch.cat([torch.arange(num_rows, device=users.device), num_rows + items])
+            final, e_id, e_mm, _, codes = self._propagate(rows, batch_users)
+            first_item, kl_users = num_rows, slice(0, num_rows)
+        else:
+            rows = None
+            if cfg.attention_scope == "batch":
+                rows = torch.cat([batch_users, self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
+            final, e_id, e_mm, _, codes = self._propagate(rows, None)
+            first_item, user_rows, kl_users = self.num_users, users, batch_users  # type: ignore[assignment]
         # The batch's users, positive and negative items in one gather, [B, 3, d].
-        index = torch.stack([users, pos_items + num_u, neg_items + num_u], dim=1).view(-1)
+        index = torch.stack([user_rows, pos_items + first_item, neg_items + first_item], dim=1).view(-1)
         triplets = final[index].view(batch, 3, -1)
         u, p, n = triplets.unbind(1)
         bpr = bpr_loss_from_embeddings(u, p, n)
@@ -487,9 +517,8 @@ class DHMRec(Recommender):
             terms.update(jsd=codes.jsd, orth=orth)
             total = total + cfg.gamma_dis * (codes.jsd + orth)
         if cfg.kl_align:
-            batch_users = torch.unique(users)
             kl = interaction_kl(
-                e_mm[batch_users], e_mm[num_u:], e_id[batch_users], e_id[num_u:],
+                e_mm[kl_users], e_mm[first_item:], e_id[kl_users], e_id[first_item:],
                 temperature=float(cfg.kl_temperature), grad=cfg.kl_grad, scores=cfg.kl_scores,  # type: ignore[arg-type]
             )
             terms["kl"] = kl

@@ -300,6 +300,35 @@ class UserAggregation(MessagePassing):
         flow = torch.stack([items, users])  # messages go item -> user
         return self.propagate(flow, x=(x, None), edge_weight=weight, size=(x.size(0), num_users))
 
+    @staticmethod
+    def rows(x: Tensor, adj: Tensor, users: Tensor) -> Tensor:
+        """Equation (14) for some users only: the rows ``users`` of ``adj @ x``.
+
+        Gathers those users' entries of the sparse ``[U, I]`` matrix ``adj`` (CSR or
+        coalesced COO) and sums their weighted items, so the cost follows those users'
+        interactions, not the whole graph. Differentiable in ``x``.
+
+        Args:
+            x: ``[I, F]`` item features.
+            adj: the normalised ``[U, I]`` user-item matrix of :func:`user_item_adjacency`.
+            users: ``[n]`` user indices.
+
+        Returns:
+            ``[n, F]``: row ``k`` is user ``users[k]``'s aggregate.
+        """
+        if adj.layout == torch.sparse_csr:
+            crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
+        else:
+            index, value = adj.indices(), adj.values()
+            counts = torch.bincount(index[0], minlength=adj.size(0))
+            crow, col = torch.cat([counts.new_zeros(1), counts.cumsum(0)]), index[1]
+        start, count = crow[users], crow[users + 1] - crow[users]
+        owner = torch.repeat_interleave(torch.arange(users.numel(), device=x.device), count)
+        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
+        entry = first + torch.arange(owner.numel(), device=x.device)
+        messages = x[col[entry]] * value[entry].unsqueeze(1)
+        return x.new_zeros(users.numel(), x.size(1)).index_add(0, owner, messages)
+
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
         """Scale each item's features by :math:`1/\\sqrt{|\\mathcal{N}_u||\\mathcal{N}_i|}`."""
         return edge_weight.view(-1, 1) * x_j
