@@ -294,7 +294,7 @@ class DHMRec(Recommender):
 
     config_class = DHMRecConfig
     #: With ``attention_scope="batch"``, :meth:`loss` fuses only the batch's users (same values,
-    #: less work); ``False`` fuses every user, as :meth:`forward` does (kept for tests).
+    #: less work; eager mode only); ``False`` fuses every user, as :meth:`forward` does.
     fuse_batch_users_only: bool = True
 
     def __init__(self, data: HeteroData, config: DHMRecConfig) -> None:
@@ -390,6 +390,11 @@ class DHMRec(Recommender):
         device = self.user_emb.weight.device
         self.register_adjacency(f"adj_ui{suffix}", adj_ui.to(device))
         self.register_adjacency(f"adj_iu{suffix}", adj_iu.to(device))
+        if not suffix:  # (14) for a batch's users reads the rows of the unpruned block
+            for name, part in zip(("start", "count", "col", "value"), UserAggregation.csr_parts(adj_ui.to(device))):
+                self.register_buffer(f"_ui_{name}", part, persistent=False)
+            nodes = torch.arange(self.num_users, self.num_users + self.num_items, device=device)
+            self.register_buffer("_item_nodes", nodes, persistent=False)
 
     def _resample_pruned(self, generator: torch.Generator) -> None:
         cfg = self.config
@@ -458,11 +463,12 @@ class DHMRec(Recommender):
             if user_ids is None:
                 users = self.user_aggregation(items, self.adj_ui, adj_t=self.adj_iu)  # (14)
             else:
-                users = self.user_aggregation.rows(items, self.adj_ui, user_ids)  # (14), those users
+                rows_of_ui = (self._ui_start, self._ui_count, self._ui_col, self._ui_value)
+                users = self.user_aggregation.rows(items, rows_of_ui, user_ids)  # (14), those users
         elif user_ids is not None:
             users = users[user_ids]  # type: ignore[index]
         if user_ids is not None:
-            e_id = torch.cat([e_id[user_ids], e_id[num_u:]])
+            e_id = e_id[torch.cat([user_ids, self._item_nodes])]
         wide = torch.cat([users, items])  # type: ignore[list-item]
         if cfg.view_dropout > 0:  # type: ignore[operator]
             wide = nn.functional.dropout(wide, cfg.view_dropout, self.training)  # type: ignore[arg-type]
@@ -487,7 +493,9 @@ class DHMRec(Recommender):
         cfg = self.config
         batch = users.numel()
         batch_users, user_rows = torch.unique(users, return_inverse=True)
-        if self.fuse_batch_users_only and cfg.attention_scope == "batch" and not cfg.mm_center and not cfg.view_dropout:
+        restrict = cfg.attention_scope == "batch" and not cfg.mm_center and not cfg.view_dropout
+        # Compiled, the full pass runs: the batch's distinct users would give every step new shapes.
+        if restrict and self.fuse_batch_users_only and not torch.compiler.is_compiling():
             # Only the batch's users are fused (the maps are formed from the batch anyway): the
             # pass returns their rows, then all items'; the values are those of the full pass.
             num_rows = batch_users.numel()

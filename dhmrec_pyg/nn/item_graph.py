@@ -301,32 +301,41 @@ class UserAggregation(MessagePassing):
         return self.propagate(flow, x=(x, None), edge_weight=weight, size=(x.size(0), num_users))
 
     @staticmethod
-    def rows(x: Tensor, adj: Tensor, users: Tensor) -> Tensor:
+    def csr_parts(adj: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(start, count, col, value)`` of a sparse ``[U, I]`` matrix (CSR or COO): each row's
+        first entry and number of entries, and the entries' columns and ``[nnz, 1]`` values, in
+        row order, as plain tensors for :meth:`rows` (computed once, reused every step)."""
+        if adj.layout == torch.sparse_csr:
+            crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
+        else:
+            adj = adj.coalesce()
+            index, value = adj.indices(), adj.values()
+            counts = torch.bincount(index[0], minlength=adj.size(0))
+            crow, col = torch.cat([counts.new_zeros(1), counts.cumsum(0)]), index[1]
+        return crow[:-1], crow[1:] - crow[:-1], col, value.unsqueeze(1)
+
+    @staticmethod
+    def rows(x: Tensor, adj: Union[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]], users: Tensor) -> Tensor:
         """Equation (14) for some users only: the rows ``users`` of ``adj @ x``.
 
-        Gathers those users' entries of the sparse ``[U, I]`` matrix ``adj`` (CSR or
-        coalesced COO) and sums their weighted items, so the cost follows those users'
-        interactions, not the whole graph. Differentiable in ``x``.
+        Gathers those users' entries of the normalised ``[U, I]`` user-item matrix and
+        sums their weighted items, so the cost follows those users' interactions, not
+        the whole graph. Differentiable in ``x``.
 
         Args:
             x: ``[I, F]`` item features.
-            adj: the normalised ``[U, I]`` user-item matrix of :func:`user_item_adjacency`.
+            adj: the sparse matrix of :func:`user_item_adjacency` (CSR or COO), or its
+                :meth:`csr_parts`.
             users: ``[n]`` user indices.
 
         Returns:
             ``[n, F]``: row ``k`` is user ``users[k]``'s aggregate.
         """
-        if adj.layout == torch.sparse_csr:
-            crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
-        else:
-            index, value = adj.indices(), adj.values()
-            counts = torch.bincount(index[0], minlength=adj.size(0))
-            crow, col = torch.cat([counts.new_zeros(1), counts.cumsum(0)]), index[1]
-        start, count = crow[users], crow[users + 1] - crow[users]
-        owner = torch.repeat_interleave(torch.arange(users.numel(), device=x.device), count)
-        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
-        entry = first + torch.arange(owner.numel(), device=x.device)
-        messages = x[col[entry]] * value[entry].unsqueeze(1)
+        row_start, row_count, col, value = UserAggregation.csr_parts(adj) if isinstance(adj, Tensor) else adj
+        start, count = row_start[users], row_count[users]
+        owner = torch.repeat_interleave(count)  # the position in users of each gathered entry
+        entry = torch.arange(owner.numel(), device=x.device) + (start - count.cumsum(0) + count)[owner]
+        messages = x.index_select(0, col[entry]) * value[entry]
         return x.new_zeros(users.numel(), x.size(1)).index_add(0, owner, messages)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
