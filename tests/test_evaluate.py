@@ -82,3 +82,31 @@ def test_evaluation_users_excludes_cold_users():
 def test_bad_ks():
     with pytest.raises(ValueError, match="ks"):
         FullRankingEvaluator(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long), 1, 1, ks=(0,))
+
+
+def test_per_user_metrics_average_to_the_evaluated_metrics():
+    torch.manual_seed(1)
+    n_u, n_i = 50, 40
+    train = torch.stack([torch.randint(0, n_u, (300,)), torch.randint(0, n_i, (300,))])
+    test = torch.stack([torch.randint(0, n_u, (120,)), torch.randint(0, n_i, (120,))]).unique(dim=1)  # distinct pairs
+    u, i = torch.randn(n_u, 8), torch.randn(n_i, 8)
+    ev = FullRankingEvaluator(train, test, n_u, n_i, ks=(5, 20), batch_size=7)
+    means = ev.evaluate(u, i)
+    for k in (5, 20):
+        per = ev.per_user(u, i, k=k)
+        assert torch.equal(per["users"], ev.users) and per["recall"].shape == ev.users.shape
+        assert float(per["recall"].mean()) == pytest.approx(means[f"recall@{k}"], abs=1e-6)
+        assert float(per["ndcg"].mean()) == pytest.approx(means[f"ndcg@{k}"], abs=1e-6)
+    with pytest.raises(ValueError, match="k must be"):
+        ev.per_user(u, i, k=0)
+
+
+def test_per_user_metrics_match_hand_computation():
+    item_emb = torch.eye(6)
+    scores = torch.tensor([[0.1, 0.5, 0.4, 0.3, 0.2, 0.9], [0.9, 0.1, 0.2, 0.8, 0.3, 0.95]])
+    train = torch.tensor([[0, 0, 1], [5, 0, 2]])
+    test = torch.tensor([[0, 0, 1, 1, 1], [2, 4, 0, 4, 1]])
+    per = FullRankingEvaluator(train, test, 2, 6, ks=(3,)).per_user(scores, item_emb, k=3)
+    m0, m1 = _hand_metrics([1, 2, 3, 4], {2, 4}, 3), _hand_metrics([5, 0, 3, 4, 1], {0, 4, 1}, 3)
+    assert per["recall"].tolist() == pytest.approx([m0["recall"], m1["recall"]])
+    assert per["ndcg"].tolist() == pytest.approx([m0["ndcg"], m1["ndcg"]])
