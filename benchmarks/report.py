@@ -164,8 +164,8 @@ def main() -> int:
                      "(TikTok, seed 0; docs/readings.md)")
     body += embedded("tiktok_dhmrec_readings_seeds", "DHMRec: the last readings probed, over three seeds where "
                      "the first looked better (TikTok; docs/readings.md)")
-    body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the default preset "
-                     "(TikTok, three seeds each; the per-run rows are in the file)", last=True)
+    body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the previous default "
+                     "(alpha_mm=0.8; TikTok, three seeds each; the per-run rows are in the file)", last=True)
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
     for path in sorted((HERE / "results").glob("opcount_*.md")):
