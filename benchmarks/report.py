@@ -162,8 +162,9 @@ def main() -> int:
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("tiktok_dhmrec_readings", "DHMRec: the probes that selected the default readings "
                      "(TikTok, seed 0; docs/readings.md)")
-    body += embedded("tiktok_dhmrec_readings_seeds", "DHMRec: the last readings probed, over three seeds where "
-                     "the first looked better (TikTok; docs/readings.md)")
+    body += embedded("tiktok_dhmrec_alpha_seeds", "DHMRec: the default (alpha_mm=1.2) against the previous "
+                     "default (alpha_mm=0.8) and gamma_kl=1e-3, per seed (TikTok; seeds 3 and 4 after the "
+                     "selection; docs/readings.md)")
     body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the previous default "
                      "(alpha_mm=0.8; TikTok, three seeds each; the per-run rows are in the file)", last=True)
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
