@@ -166,7 +166,8 @@ def main() -> int:
                      "default (alpha_mm=0.8) and gamma_kl=1e-3, per seed (TikTok; seeds 3 and 4 after the "
                      "selection; docs/readings.md)")
     body += embedded("tiktok_dhmrec_ablations_alpha12", "DHMRec ablations under the default (alpha_mm=1.2; "
-                     "TikTok, seed 0 only: differences under about 0.006 are noise, docs/readings.md)")
+                     "TikTok, seed 0, and w/o KL on seeds 1-2 with the full model's runs: single-seed differences under about "
+                     "0.006 are noise, docs/readings.md)")
     body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the previous default "
                      "(alpha_mm=0.8; TikTok, three seeds each; the per-run rows are in the file)", last=True)
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
