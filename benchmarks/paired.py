@@ -28,7 +28,7 @@ import torch
 from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.training.trainer import environment, make_evaluators
 
-from benchmarks.probes import summarise_run
+from benchmarks.probes import options_text, run_label, summarise_run
 from benchmarks.reproduce import machine_line
 
 HERE = Path(__file__).resolve().parent
@@ -134,9 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = [
-        {"run": f"{Path(s['run']).parent.name}/{Path(s['run']).name}",
-         "options": ", ".join(f"{k}={v}" for k, v in sorted(s["changed_from_defaults"].items())),
-         "seed": s["seed"], "best_epoch": s["best_epoch"], "comparison": c}
+        {"run": run_label(s), "options": options_text(s), "seed": s["seed"], "best_epoch": s["best_epoch"],
+         "comparison": c}
         for s, c in zip(summaries, comparison)
     ]
     command = "python -m benchmarks.paired " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

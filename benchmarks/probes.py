@@ -85,6 +85,17 @@ def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]
     }
 
 
+def run_label(row: Dict[str, Any]) -> str:
+    """A summarised run's short name in tables: its folder's parent and name."""
+    run = Path(row["run"])
+    return f"{run.parent.name}/{run.name}"
+
+
+def options_text(row: Dict[str, Any]) -> str:
+    """A summarised run's options off the defaults, ``key=value, ...`` (empty when none)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(row["changed_from_defaults"].items()))
+
+
 def _fmt(value: Optional[float], digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -102,10 +113,9 @@ def render(rows: List[Dict[str, Any]], command: str, env: Dict[str, Any]) -> str
     ]
     for r in rows:
         d = r["diagnostics_at_best"]
-        opts = ", ".join(f"{k}={v}" for k, v in sorted(r["changed_from_defaults"].items())) or "defaults"
         test = r["test"] or {}
         lines.append(
-            f"| {Path(r['run']).parent.name}/{Path(r['run']).name} | {opts} | {r['seed']} | {r['epochs_run']} "
+            f"| {run_label(r)} | {options_text(r) or 'defaults'} | {r['seed']} | {r['epochs_run']} "
             f"({r['epoch_cap']}) | {'yes' if r['finished'] else 'stopped by hand'} | {r['best_epoch']} "
             f"| {_fmt(r['best_valid_recall@20'])} | {_fmt(test.get('recall@20'))} | {_fmt(test.get('ndcg@20'))} "
             f"| {_fmt(r['mean_attention_entropy'], 2)} | {_fmt(d.get('mm_id_norm_ratio'), 2)} "

@@ -494,20 +494,19 @@ class DHMRec(Recommender):
         cfg = self.config
         batch = users.numel()
         batch_users, user_rows = torch.unique(users, return_inverse=True)
-        restrict = cfg.attention_scope == "batch" and not cfg.mm_center and not cfg.view_dropout
+        batch_scope = cfg.attention_scope == "batch"
+        batch_items = torch.unique(torch.cat([pos_items, neg_items])) if batch_scope else None
+        restrict = batch_scope and not cfg.mm_center and not cfg.view_dropout
         # Compiled, the full pass runs: the batch's distinct users would give every step new shapes.
         if restrict and self.fuse_batch_users_only and not torch.compiler.is_compiling():
             # Only the batch's users are fused (the maps are formed from the batch anyway): the
             # pass returns their rows, then all items'; the values are those of the full pass.
             num_rows = batch_users.numel()
-            items = torch.unique(torch.cat([pos_items, neg_items]))
-            rows: Optional[Tensor] = torch.cat([torch.arange(num_rows, device=users.device), num_rows + items])
+            rows: Optional[Tensor] = torch.cat([torch.arange(num_rows, device=users.device), num_rows + batch_items])
             final, e_id, e_mm, _, codes = self._propagate(rows, batch_users)
             first_item, kl_users = num_rows, slice(0, num_rows)
         else:
-            rows = None
-            if cfg.attention_scope == "batch":
-                rows = torch.cat([batch_users, self.num_users + torch.unique(torch.cat([pos_items, neg_items]))])
+            rows = torch.cat([batch_users, self.num_users + batch_items]) if batch_scope else None
             final, e_id, e_mm, _, codes = self._propagate(rows, None)
             first_item, user_rows, kl_users = self.num_users, users, batch_users  # type: ignore[assignment]
         # The batch's users, positive and negative items in one gather, [B, 3, d].
