@@ -39,7 +39,8 @@ def test_registered_and_configurable():
     assert MODELS["dhmrec"] is DHMRec
     _, cfg = apply_overrides(TrainConfig(), {}, DHMRecConfig, ["fusion=mean", "reg_weight=0.01"])
     assert cfg.fusion == "mean" and cfg.gamma_reg == 0.01
-    for bad in ({"fusion": "sum"}, {"attention": "neg"}, {"keep_ratio": 0.0}, {"beta": 2.0}):
+    for bad in ({"fusion": "sum"}, {"attention": "neg"}, {"keep_ratio": 0.0}, {"beta": 2.0},
+                {"knn_k": 0}, {"num_ii_layers": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DHMRecConfig(**bad)
 

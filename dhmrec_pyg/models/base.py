@@ -97,6 +97,12 @@ class ModelConfig:
     embedding_dim: int = 64
     reg_weight: float = 1e-4
 
+    def check_at_least(self, minimum: float, names: Sequence[str]) -> None:
+        """Raise a ``ValueError`` naming the first of ``names`` whose value is below ``minimum``."""
+        for name in names:
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+
 
 @dataclass
 class ItemGraphConfig(ModelConfig):

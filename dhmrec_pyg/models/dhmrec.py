@@ -169,12 +169,8 @@ class DHMRecConfig(ItemGraphConfig):
             raise ValueError(f"view_dropout must be in [0, 1), got {self.view_dropout}")
         if not self.kl_temperature > 0:  # type: ignore[operator]
             raise ValueError(f"kl_temperature must be positive, got {self.kl_temperature}")
-        for name in ("embedding_dim", "knn_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_ui_layers", "num_ii_layers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.check_at_least(1, ("embedding_dim", "knn_k"))
+        self.check_at_least(0, ("num_ui_layers", "num_ii_layers"))
 
     def layer_norm_gain(self) -> float:
         """The numeric initial gain ``ln_gain`` stands for."""

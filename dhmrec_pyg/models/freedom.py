@@ -73,12 +73,8 @@ class FREEDOMConfig(ItemGraphConfig):
             raise ValueError(f"beta (image_weight) must be in [0, 1], got {self.beta}")
         if self.reg_weight < 0:
             raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
-        for name in ("embedding_dim", "knn_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_ui_layers", "num_ii_layers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.check_at_least(1, ("embedding_dim", "knn_k"))
+        self.check_at_least(0, ("num_ui_layers", "num_ii_layers"))
 
 
 class FREEDOMOutput(NamedTuple):

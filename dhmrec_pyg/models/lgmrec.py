@@ -52,15 +52,8 @@ class LGMRecConfig(ModelConfig):
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("embedding_dim", "num_hyper_layers", "num_hyperedges"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_ui_layers", "num_mm_layers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("reg_weight", "cl_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.check_at_least(1, ("embedding_dim", "num_hyper_layers", "num_hyperedges"))
+        self.check_at_least(0, ("num_ui_layers", "num_mm_layers", "reg_weight", "cl_weight"))
 
 
 class LGMRecOutput(NamedTuple):
