@@ -9,6 +9,12 @@ A probe is a run folder written by ``dhmrec train`` or ``benchmarks.reproduce`` 
 
 Each row names the options that differ from the model's defaults, so the file says what was
 probed whatever the defaults were when the probe ran.
+
+Each row also says how much the best epoch stands out from its neighbours: the mean validation
+Recall@20 over the epochs within :data:`WINDOW` of it (its local level), and the standard deviation
+of the epoch-to-epoch changes there. Early stopping picks the highest point of the curve, so on a
+curve that jumps from epoch to epoch the best point sits above the level the model holds, and the
+test figure read there follows the level more than the jump.
 """
 from __future__ import annotations
 
@@ -29,10 +35,31 @@ from dhmrec_pyg.training.trainer import environment
 from benchmarks.reproduce import machine_line
 
 HERE = Path(__file__).resolve().parent
+WINDOW = 10  # epochs either side of the best one for its local level and the curve's jitter
 
 
 def _mean(values: List[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
+
+
+def curve_near_best(values: List[float], best: int, window: int = WINDOW) -> Dict[str, Optional[float]]:
+    """The local level and jitter of a validation curve around its best epoch.
+
+    Args:
+        values: the metric per epoch.
+        best: the index of the best epoch.
+        window: epochs either side of ``best`` that count (fewer at the curve's ends).
+
+    Returns:
+        ``level``: the mean of ``values`` over the window; ``step_sd``: the population standard
+        deviation of the differences between consecutive epochs in it (``None`` for a window of
+        one epoch).
+    """
+    part = values[max(0, best - window): best + window + 1]
+    steps = [b - a for a, b in zip(part, part[1:])]
+    mean_step = _mean(steps)
+    step_sd = None if mean_step is None else (sum((x - mean_step) ** 2 for x in steps) / len(steps)) ** 0.5
+    return {"level": _mean(part), "step_sd": step_sd}
 
 
 def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -62,6 +89,7 @@ def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]
         raise ValueError(f"{run / 'history.csv'}: no epochs recorded")
     key = "valid_recall@20"
     best = max(rows, key=lambda r: float(r[key]))
+    near = curve_near_best([float(r[key]) for r in rows], rows.index(best))
     diag = {k[len("diag_"):]: float(v) for k, v in best.items() if k.startswith("diag_") and v not in ("", None)}
     entropies = [v for k, v in diag.items() if k.startswith("attn_entropy_")]
     metrics_path = run / "metrics.json"
@@ -78,6 +106,8 @@ def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]
         "finished": metrics_path.is_file(),
         "best_epoch": int(best["epoch"]),
         "best_valid_recall@20": float(best[key]),
+        "valid_recall@20_near_best": near["level"],
+        "valid_recall@20_step_sd": near["step_sd"],
         "test": None if metrics is None else {k: metrics["test"][k] for k in ("recall@20", "ndcg@20")},
         "diagnostics_at_best": diag,
         "mean_attention_entropy": _mean(entropies),
@@ -106,10 +136,14 @@ def render(rows: List[Dict[str, Any]], command: str, env: Dict[str, Any]) -> str
         "# Probe runs", "",
         f"Command: `{command}`", "",
         "Options are listed where they differ from the defaults of the library this file was "
-        "written with. Probes stopped by hand have no test figure.", "",
+        "written with. Probes stopped by hand have no test figure. Near best: the mean validation "
+        f"R@20 over the epochs within {WINDOW} of the best one; step sd: the standard deviation of "
+        "its epoch-to-epoch changes there (how far the best point can sit above the level the "
+        "model holds).", "",
         "| run | options off the defaults | seed | epochs (cap) | finished | best epoch | valid R@20 "
-        "| test R@20 | test N@20 | attn entropy | mm/id norm | user mm cos | item-term share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| near best | step sd | test R@20 | test N@20 | attn entropy | mm/id norm | user mm cos "
+        "| item-term share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["diagnostics_at_best"]
@@ -117,7 +151,8 @@ def render(rows: List[Dict[str, Any]], command: str, env: Dict[str, Any]) -> str
         lines.append(
             f"| {run_label(r)} | {options_text(r) or 'defaults'} | {r['seed']} | {r['epochs_run']} "
             f"({r['epoch_cap']}) | {'yes' if r['finished'] else 'stopped by hand'} | {r['best_epoch']} "
-            f"| {_fmt(r['best_valid_recall@20'])} | {_fmt(test.get('recall@20'))} | {_fmt(test.get('ndcg@20'))} "
+            f"| {_fmt(r['best_valid_recall@20'])} | {_fmt(r.get('valid_recall@20_near_best'))} "
+            f"| {_fmt(r.get('valid_recall@20_step_sd'))} | {_fmt(test.get('recall@20'))} | {_fmt(test.get('ndcg@20'))} "
             f"| {_fmt(r['mean_attention_entropy'], 2)} | {_fmt(d.get('mm_id_norm_ratio'), 2)} "
             f"| {_fmt(d.get('user_mm_cosine'), 2)} | {_fmt(d.get('item_term_share'), 2)} |"
         )

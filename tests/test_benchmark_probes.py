@@ -22,6 +22,15 @@ def fake_run(folder, valid, finished_best=None, **model):
     return folder
 
 
+def test_curve_near_best_is_the_window_around_the_best_epoch():
+    values = [0.0, 1.0, 0.0, 1.0, 0.0, 5.0, 0.0]
+    near = probes.curve_near_best(values, best=5, window=1)  # epochs 4, 5, 6
+    assert near["level"] == 5.0 / 3 and near["step_sd"] == 5.0  # steps +5, -5
+    flat = probes.curve_near_best([0.25] * 30, best=12)  # 0.25: exact in binary
+    assert flat == {"level": 0.25, "step_sd": 0.0}
+    assert probes.curve_near_best([0.2], best=0) == {"level": 0.2, "step_sd": None}
+
+
 def test_rows_name_changed_options_best_point_and_test(tmp_path):
     done = fake_run(tmp_path / "a", [0.1, 0.3, 0.2, 0.4], finished_best=3, attention_scale="sqrt_n")
     stopped = fake_run(tmp_path / "b", [0.1, 0.2], view_dropout=0.2)
@@ -30,6 +39,9 @@ def test_rows_name_changed_options_best_point_and_test(tmp_path):
     assert (row["best_epoch"], row["best_valid_recall@20"], row["finished"]) == (3, 0.4, True)
     assert row["test"] == {"recall@20": 0.5, "ndcg@20": 0.25}
     assert row["diagnostics_at_best"]["item_term_share"] == 0.30000000000000004
+    # window of 10 around epoch 3 holds all four epochs: level 0.25; steps +0.2, -0.1, +0.2
+    assert abs(row["valid_recall@20_near_best"] - 0.25) < 1e-12
+    assert abs(row["valid_recall@20_step_sd"] - (0.02 ** 0.5)) < 1e-12
     capped = probes.summarise_run(done, max_epochs=3)  # the window misses the run's best epoch
     assert (capped["best_epoch"], capped["test"]) == (1, None)
     row_b = probes.summarise_run(stopped)

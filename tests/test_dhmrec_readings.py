@@ -184,6 +184,31 @@ def test_view_norms_fix_the_row_scale(view_norm):
     assert ("outer_scale" in names) == (view_norm == "l2")
 
 
+def test_view_norm_without_bias_keeps_the_learnable_gain_and_adds_no_shared_vector():
+    torch.manual_seed(5)
+    with_bias = PosNegAttention(16, num_views=2, norm_gain=0.05, view_norm="layernorm")
+    no_bias = PosNegAttention(16, num_views=2, norm_gain=0.05, view_norm="layernorm_nobias")
+    no_bias.load_state_dict(with_bias.state_dict(), strict=False)  # all but the outer biases
+    names = {n for n, _ in no_bias.named_parameters()}
+    assert "outer_norm.0.weight" in names and "outer_norm.0.bias" not in names
+    with torch.no_grad():
+        for v in range(2):
+            with_bias.outer_norm[v].weight.uniform_(0.5, 2.0)
+            with_bias.outer_norm[v].bias.normal_()
+            no_bias.outer_norm[v].weight.copy_(with_bias.outer_norm[v].weight)
+    views = [torch.randn(20, 16) for _ in range(2)]
+    for v in range(2):
+        # the layer norm with bias is this one plus one vector shared by every node
+        shift = with_bias._normalize_view(v, views[v]) - no_bias._normalize_view(v, views[v])
+        assert_close(shift, with_bias.outer_norm[v].bias.detach().expand(20, 16))
+        centred = views[v] - views[v].mean(-1, keepdim=True)
+        expected = centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * no_bias.outer_norm[v].weight
+        assert_close(no_bias._normalize_view(v, views[v]), expected.detach())
+    out = no_bias(views)
+    out.sum().backward()
+    assert no_bias.outer_norm[0].weight.grad is not None  # the gain still learns
+
+
 def test_default_layer_norm_gain_starts_rows_at_unit_norm():
     layer = PosNegAttention(16, num_views=1)
     assert layer.norm_gain == pytest.approx(0.25)

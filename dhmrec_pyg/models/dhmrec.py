@@ -102,8 +102,8 @@ class DHMRecConfig(ItemGraphConfig):
         mm_center: before (22), subtract the users' mean from the users' fused
             multimodal rows and the items' mean from the items' (over all users,
             all items), so the branch carries no user-independent item term *(preset)*.
-        view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"``: the
-            normalisation of each view before (19) *(preset)*.
+        view_norm: ``"layernorm"``, ``"layernorm_plain"``, ``"layernorm_nobias"``
+            or ``"l2"``: the normalisation of each view before (19) *(preset)*.
         reg_target: where the L2 of (25) applies: ``"final"`` embeddings of the
             batch (22) or the ``"ego"`` parameters (the ID embeddings of the
             batch's users and items, as the reference toolbox does) *(preset)*.

@@ -11,7 +11,7 @@ ATTENTION_MODES = ("posneg", "standard")
 #: How the d x d logits of (15) are scaled (see :class:`PosNegAttention`).
 ATTENTION_SCALES = ("sqrt_n", "centered", "l2")
 #: How each view is normalised at the end of (18), before the sum (19).
-VIEW_NORMS = ("layernorm", "layernorm_plain", "l2")
+VIEW_NORMS = ("layernorm", "layernorm_plain", "layernorm_nobias", "l2")
 #: What the attention of (15)-(16) runs over: the embedding dimensions (a d x d map) or, per
 #: node, the views (a V x V map per node).
 ATTENTION_AXES = ("dims", "views")
@@ -100,7 +100,10 @@ class PosNegAttention(nn.Module):
       of each view before the sum (19) and so of :math:`\tilde{\mathbf{E}}_{mm}`
       in (22): ``"layernorm"`` (literal: learnable gain and bias),
       ``"layernorm_plain"`` (centred and scaled, fixed gain ``norm_gain``, no
-      bias: the view's scale cannot drift), ``"l2"`` (rows L2-normalised,
+      bias: the view's scale cannot drift), ``"layernorm_nobias"`` (learnable
+      gain, no bias: a bias is one vector added to every node, users and items
+      alike, so its product with the items is a score term that is the same for
+      every user and moves every user's ranking at once), ``"l2"`` (rows L2-normalised,
       not centred, times a learnable scale per view initialised to
       :math:`g\sqrt{d}` for ``norm_gain`` :math:`g`, the row norm a layer
       norm of gain :math:`g` starts at).
@@ -129,7 +132,8 @@ class PosNegAttention(nn.Module):
             here) starts every output row at unit norm instead of
             :math:`\sqrt{d}`.
         scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"`` (above).
-        view_norm: ``"layernorm"``, ``"layernorm_plain"`` or ``"l2"`` (above).
+        view_norm: ``"layernorm"``, ``"layernorm_plain"``, ``"layernorm_nobias"``
+            or ``"l2"`` (above).
         axis: ``"dims"`` or ``"views"`` (above).
 
     Shapes:
@@ -185,8 +189,9 @@ class PosNegAttention(nn.Module):
         if view_norm == "l2":
             self.outer_scale = nn.Parameter(torch.empty(num_views))
         else:
-            affine = view_norm == "layernorm"
-            self.outer_norm = per_view(lambda: nn.LayerNorm(d, elementwise_affine=affine))
+            affine = view_norm != "layernorm_plain"
+            bias = view_norm == "layernorm"
+            self.outer_norm = per_view(lambda: nn.LayerNorm(d, elementwise_affine=affine, bias=bias))
         if scale == "l2" and axis == "dims":
             self.temperature = nn.Parameter(torch.empty(num_views))
         if mode == "posneg":
@@ -258,7 +263,7 @@ class PosNegAttention(nn.Module):
         if self.view_norm == "l2":
             return nn.functional.normalize(x, dim=-1) * self.outer_scale[v]
         out = self.outer_norm[v](x)
-        return out if self.view_norm == "layernorm" else out * self.norm_gain
+        return out * self.norm_gain if self.view_norm == "layernorm_plain" else out
 
     def forward(
         self, views: Union[Sequence[Tensor], Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
