@@ -145,11 +145,13 @@ def render(rows: List[Dict[str, Any]], command: str, env: Dict[str, Any]) -> str
         "| item-term share |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    mixed = len({r["model"] for r in rows}) > 1
     for r in rows:
         d = r["diagnostics_at_best"]
         test = r["test"] or {}
+        label = f"{r['model']}: {run_label(r)}" if mixed else run_label(r)
         lines.append(
-            f"| {run_label(r)} | {options_text(r) or 'defaults'} | {r['seed']} | {r['epochs_run']} "
+            f"| {label} | {options_text(r) or 'defaults'} | {r['seed']} | {r['epochs_run']} "
             f"({r['epoch_cap']}) | {'yes' if r['finished'] else 'stopped by hand'} | {r['best_epoch']} "
             f"| {_fmt(r['best_valid_recall@20'])} | {_fmt(r.get('valid_recall@20_near_best'))} "
             f"| {_fmt(r.get('valid_recall@20_step_sd'))} | {_fmt(test.get('recall@20'))} | {_fmt(test.get('ndcg@20'))} "

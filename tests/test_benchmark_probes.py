@@ -3,13 +3,14 @@ import csv
 import json
 
 from benchmarks import probes
-from dhmrec_pyg.models import DHMRecConfig
+from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import TrainConfig, dump_config
 
 
-def fake_run(folder, valid, finished_best=None, **model):
+def fake_run(folder, valid, finished_best=None, model_name="dhmrec", **model):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(dump_config(TrainConfig(model="dhmrec", seed=3), DHMRecConfig(**model)))
+    config = MODELS[model_name].config_class(**model)
+    (folder / "config.yaml").write_text(dump_config(TrainConfig(model=model_name, seed=3), config))
     with (folder / "history.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, ["epoch", "loss", "train_seconds", "valid_recall@20", "diag_item_term_share"])
         writer.writeheader()
@@ -49,4 +50,9 @@ def test_rows_name_changed_options_best_point_and_test(tmp_path):
     assert probes.main(["--name", "p", "--results", str(tmp_path / "out"), str(done), str(stopped)]) == 0
     text = (tmp_path / "out" / "p.md").read_text()
     assert "attention_scale=sqrt_n" in text and "stopped by hand" in text and "| 0.5000 |" in text
+    assert "| a |" not in text and "dhmrec:" not in text  # one model: rows named by folder alone
     assert probes.main(["--name", "p", "--results", str(tmp_path / "out"), str(tmp_path / "none")]) == 2
+    other = fake_run(tmp_path / "c", [0.2, 0.1], finished_best=0, model_name="lightgcn")
+    assert probes.main(["--name", "q", "--results", str(tmp_path / "out"), str(done), str(other)]) == 0
+    text = (tmp_path / "out" / "q.md").read_text()
+    assert "| dhmrec: " in text and "| lightgcn: " in text  # models mixed: each row names its model
