@@ -50,9 +50,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     ),
     "default": dict(
         reg_weight=1e-4, ln_gain="0.015", gamma_kl=0.01, kl_align=True, attention_scale="l2",
-        attention_scope="batch", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
-        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0, attention_axis="dims",
-        mm_center=False, alpha_mm=1.2,
+        attention_scope="batch", view_norm="layernorm_nobias", reg_target="final", kl_grad="both",
+        kl_scores="dot", kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
+        attention_axis="dims", mm_center=False, alpha_mm=1.2,
     ),
 }
 
