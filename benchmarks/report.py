@@ -162,14 +162,18 @@ def main() -> int:
         body += embedded(path.stem, f"Comparison on {path.stem.split('_', 1)[1]}")
     body += embedded("tiktok_dhmrec_readings", "DHMRec: the probes that selected the default readings "
                      "(TikTok, seed 0; docs/readings.md)")
-    body += embedded("tiktok_dhmrec_alpha_seeds", "DHMRec: the default (alpha_mm=1.2) against the previous "
-                     "default (alpha_mm=0.8) and gamma_kl=1e-3, per seed (TikTok; seeds 3 and 4 after the "
-                     "selection; docs/readings.md)")
-    body += embedded("tiktok_dhmrec_ablations_alpha12", "DHMRec ablations under the default (alpha_mm=1.2; "
-                     "TikTok, seed 0, and w/o KL on seeds 1-2 with the full model's runs: single-seed differences under about "
-                     "0.006 are noise, docs/readings.md)")
-    body += embedded("tiktok_dhmrec_ablations_batch_seeds", "DHMRec ablations under the previous default "
-                     "(alpha_mm=0.8; TikTok, three seeds each; the per-run rows are in the file)", last=True)
+    body += embedded("tiktok_dhmrec_nobias_seeds", "DHMRec: the default (the layer norm before (19) without "
+                     "its bias) against the layer norm with its bias, over the selection's seeds 0-2 and over seeds 0-4 "
+                     "(TikTok; the per-run rows are in the file; docs/readings.md)", last=True)
+    body += embedded("tiktok_curve_jitter", "How far the best validation point sits above the level the curve "
+                     "holds (TikTok; near best: mean validation R@20 within 10 epochs of the best one; step sd: "
+                     "spread of the epoch-to-epoch changes there)")
+    body += embedded("tiktok_dhmrec_ablations_nobias", "DHMRec ablations under the default (TikTok; the "
+                     "per-variant means are in the file: single-seed differences under about 0.006 are noise, "
+                     "docs/readings.md)", last=True)
+    body += embedded("tiktok_dhmrec_ablations_alpha12", "DHMRec ablations under the previous default (the layer "
+                     "norm with its bias; TikTok, seed 0, and w/o KL on seeds 1-2 and w/o DIS on seed 1 with the "
+                     "full model's runs)")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
     for path in sorted((HERE / "results").glob("opcount_*.md")):
