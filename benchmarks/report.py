@@ -169,7 +169,7 @@ def main() -> int:
                      "holds (TikTok; near best: mean validation R@20 within 10 epochs of the best one; step sd: "
                      "spread of the epoch-to-epoch changes there)")
     body += embedded("tiktok_dhmrec_ablations_nobias", "DHMRec ablations under the default (TikTok; the "
-                     "per-variant means are in the file: single-seed differences under about 0.006 are noise, "
+                     "per-variant means over seeds 0-2 are in the file: single-seed differences under about 0.006 are noise, "
                      "docs/readings.md)", last=True)
     body += embedded("tiktok_dhmrec_ablations_alpha12", "DHMRec ablations under the previous default (the layer "
                      "norm with its bias; TikTok, seed 0, and w/o KL on seeds 1-2 and w/o DIS on seed 1 with the "
