@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -57,9 +58,7 @@ def curve_near_best(values: List[float], best: int, window: int = WINDOW) -> Dic
     """
     part = values[max(0, best - window): best + window + 1]
     steps = [b - a for a, b in zip(part, part[1:])]
-    mean_step = _mean(steps)
-    step_sd = None if mean_step is None else (sum((x - mean_step) ** 2 for x in steps) / len(steps)) ** 0.5
-    return {"level": _mean(part), "step_sd": step_sd}
+    return {"level": _mean(part), "step_sd": statistics.pstdev(steps) if steps else None}
 
 
 def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]:
