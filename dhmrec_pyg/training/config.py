@@ -43,6 +43,13 @@ class TrainConfig:
       ``none``.
     - ``compile_backend``: the ``torch.compile`` backend (``inductor``; ``aot_eager``
       captures the same graphs without generating code, to check a model quickly).
+
+    ``ema_decay`` (0, the default: off) makes the run evaluate, select and save an
+    exponential moving average of the parameters instead of the last step's (Polyak
+    averaging): after every optimiser step each averaged tensor moves ``1 - ema_decay`` of
+    the way to its parameter, so 0.99 averages over roughly the last 100 steps. Gradients
+    and the optimiser are unchanged; what is evaluated changes, so it is part of a run's
+    identity.
     """
 
     model: str = "dhmrec"
@@ -63,6 +70,7 @@ class TrainConfig:
     optimizer_impl: str = "auto"
     compile: str = "none"
     compile_backend: str = "inductor"
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.negatives not in NEGATIVE_POOLS:
@@ -73,6 +81,8 @@ class TrainConfig:
         self.compile = compile_mode(self.compile)
         if not isinstance(self.compile_backend, str) or not self.compile_backend.strip():
             raise ValueError(f"compile_backend must be a torch.compile backend name, got {self.compile_backend!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 #: Values of ``TrainConfig.optimizer_impl`` (see :func:`~dhmrec_pyg.training.trainer.build_optimizer`).
@@ -268,7 +278,7 @@ _ABSENT = object()
 
 #: Training options added after runs were first written, with the value such runs used. A
 #: config.yaml without one of them means that value (see :func:`identity_text`).
-LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
+LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all", "ema_decay": 0.0}
 
 
 #: Model options added after runs were first written, per model, with the value such runs

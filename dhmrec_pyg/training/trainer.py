@@ -10,6 +10,7 @@ term raises :class:`NonFiniteLossError` and leaves the last checkpoint alone.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -35,6 +36,7 @@ from dhmrec_pyg.models.base import EDGE
 from dhmrec_pyg.schema import as_interaction_graph, split_edge_index
 from dhmrec_pyg.training.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointError,
     capture_rng_state,
     config_digest,
     load_checkpoint,
@@ -321,6 +323,11 @@ class Trainer:
         self._epoch = 0
         self._early = EarlyStopping(cfg.patience)
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
+        self._ema_params = [p for p in self.model.parameters() if p.is_floating_point()]
+        #: The moving averages of the parameters (``cfg.ema_decay`` > 0), else ``None``.
+        self.ema: Optional[List[torch.Tensor]] = (
+            [p.detach().clone() for p in self._ema_params] if cfg.ema_decay > 0 else None
+        )
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -343,6 +350,7 @@ class Trainer:
             "early_stopping": self._early.state_dict(),
             "best_model": self._best_state,
             "history": [dict(r) for r in self.history],
+            "ema": self.ema,
         }
 
     def _save_checkpoint(
@@ -388,6 +396,13 @@ class Trainer:
         self._early.load_state_dict(ck["early_stopping"])
         self._best_state = ck["best_model"]
         self._epoch = int(ck["epoch"])
+        if self.ema is not None:
+            saved = ck.get("ema")
+            if saved is None or len(saved) != len(self.ema):
+                raise CheckpointError(f"{self.checkpoint_path}: no moving averages of the parameters "
+                                      f"for ema_decay={self.cfg.ema_decay}")
+            for average, value in zip(self.ema, saved):
+                average.copy_(value)
 
     def _start_fresh(self) -> None:
         assert self.out_dir is not None
@@ -504,6 +519,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
+            self._update_averages()
             if self._ddp is None:
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -518,6 +534,34 @@ class Trainer:
                 on_batch_end(batch_idx, seconds + time.perf_counter() - start)
         seconds += time.perf_counter() - start
         return {name: value / max(n, 1) for name, value in sums.items()}, seconds
+
+    @torch.no_grad()
+    def _update_averages(self) -> None:
+        """Move every moving average ``1 - ema_decay`` of the way to its parameter (no-op when off)."""
+        if self.ema is None:
+            return
+        weight = 1.0 - self.cfg.ema_decay
+        for average, param in zip(self.ema, self._ema_params):
+            average.lerp_(param.detach(), weight)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Inside the block the model holds the moving averages of its parameters
+        (``cfg.ema_decay`` > 0; evaluation, diagnostics and the best state use them); the
+        trained parameters come back afterwards. Without averaging it changes nothing."""
+        if self.ema is None:
+            yield
+            return
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self._ema_params]
+            for param, average in zip(self._ema_params, self.ema):
+                param.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self._ema_params, trained):
+                    param.copy_(value)
 
     def _distributed_terms(self, u: torch.Tensor, p: torch.Tensor, ng: torch.Tensor
                            ) -> Tuple[Dict[str, torch.Tensor], float]:
@@ -644,18 +688,20 @@ class Trainer:
             epoch = self._epoch
             losses, train_seconds = self._train_epoch(epoch, generator, resume_point)
             resume_point = None
-            start = time.perf_counter()
-            valid = evaluate_model(self.model, self.evaluators["val"])
-            value = valid[cfg.valid_metric]
-            row = {"epoch": epoch, **losses, "train_seconds": train_seconds,
-                   "eval_seconds": time.perf_counter() - start}
-            row.update({f"valid_{k}": v for k, v in valid.items() if k.endswith("@20") or k.endswith("@10")})
-            row.update({f"diag_{k}": v for k, v in self._diagnostics(epoch).items()})
+            with self.averaged_weights():
+                start = time.perf_counter()
+                valid = evaluate_model(self.model, self.evaluators["val"])
+                value = valid[cfg.valid_metric]
+                row = {"epoch": epoch, **losses, "train_seconds": train_seconds,
+                       "eval_seconds": time.perf_counter() - start}
+                row.update({f"valid_{k}": v for k, v in valid.items() if k.endswith("@20") or k.endswith("@10")})
+                row.update({f"diag_{k}": v for k, v in self._diagnostics(epoch).items()})
+                improved = early.step(epoch, value, valid)
+                if improved:
+                    self._best_state = copy.deepcopy(self.model.state_dict())
             self.history.append(row)
-            if early.step(epoch, value, valid):
-                self._best_state = copy.deepcopy(self.model.state_dict())
-                if self.out_dir is not None and self.dist.is_main:
-                    dfiles.save_tensors(self.out_dir / "best.pt", self._best_state)
+            if improved and self.out_dir is not None and self.dist.is_main:
+                dfiles.save_tensors(self.out_dir / "best.pt", self._best_state)
             self._epoch = epoch + 1
             if self.out_dir is not None and self.dist.is_main:
                 self._write_history()
