@@ -281,6 +281,11 @@ _ABSENT = object()
 LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all", "ema_decay": 0.0}
 
 
+#: Training options ``config.yaml`` leaves out at their default, so that a run that does not
+#: use them has the config text it had before they existed (and stays reusable and resumable).
+UNWRITTEN_DEFAULTS: Dict[str, Any] = {"ema_decay": 0.0}
+
+
 #: Model options added after runs were first written, per model, with the value such runs
 #: used (DHMRec: the paper-literal readings of :data:`~dhmrec_pyg.models.dhmrec.PRESETS`).
 LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
@@ -317,9 +322,11 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` (or, for the run's
     model, :data:`LEGACY_MODEL_VALUES`) value are left out, and renamed options carry their
     old name (:data:`LEGACY_MODEL_NAMES`), as a run written before those changes has them.
-    The execution options (:data:`EXECUTION_DEFAULTS`) are left out at their defaults.
+    The execution options (:data:`EXECUTION_DEFAULTS`) and :data:`UNWRITTEN_DEFAULTS` are left
+    out at their defaults.
     """
-    values = {k: v for k, v in dataclasses.asdict(train).items() if EXECUTION_DEFAULTS.get(k, _ABSENT) != v}
+    values = {k: v for k, v in dataclasses.asdict(train).items()
+              if EXECUTION_DEFAULTS.get(k, _ABSENT) != v and UNWRITTEN_DEFAULTS.get(k, _ABSENT) != v}
     model_values = dataclasses.asdict(model)
     if legacy:
         values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
