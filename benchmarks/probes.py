@@ -30,13 +30,17 @@ from typing import Any, Dict, List, Optional
 
 from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.training.config import build_dataclass, load_run_config
+from dhmrec_pyg.training.config import TrainConfig, build_dataclass, load_run_config
 from dhmrec_pyg.training.trainer import environment
 
 from benchmarks.reproduce import machine_line
 
 HERE = Path(__file__).resolve().parent
 WINDOW = 10  # epochs either side of the best one for its local level and the curve's jitter
+
+
+#: Training options that change what a run computes, listed with the model's when off their defaults.
+TRAIN_OPTIONS = ("lr", "batch_size", "patience", "negatives", "ema_decay")
 
 
 def _mean(values: List[float]) -> Optional[float]:
@@ -81,6 +85,9 @@ def summarise_run(run: Path, max_epochs: Optional[int] = None) -> Dict[str, Any]
     defaults = dataclasses.asdict(cls())
     skip = {"knn_cache_dir"}
     changed = {k: v for k, v in resolved.items() if k not in skip and defaults.get(k) != v}
+    train = dataclasses.asdict(build_dataclass(TrainConfig, config["train"], "training"))
+    train_defaults = dataclasses.asdict(TrainConfig())
+    changed.update({k: train[k] for k in TRAIN_OPTIONS if train[k] != train_defaults[k]})
     rows = list(csv.DictReader((run / "history.csv").open()))
     if max_epochs is not None:
         rows = rows[:max_epochs]

@@ -7,10 +7,11 @@ from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import TrainConfig, dump_config
 
 
-def fake_run(folder, valid, finished_best=None, model_name="dhmrec", **model):
+def fake_run(folder, valid, finished_best=None, model_name="dhmrec", train=None, **model):
     folder.mkdir(parents=True)
     config = MODELS[model_name].config_class(**model)
-    (folder / "config.yaml").write_text(dump_config(TrainConfig(model=model_name, seed=3), config))
+    train_cfg = TrainConfig(model=model_name, seed=3, **(train or {}))
+    (folder / "config.yaml").write_text(dump_config(train_cfg, config))
     with (folder / "history.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, ["epoch", "loss", "train_seconds", "valid_recall@20", "diag_item_term_share"])
         writer.writeheader()
@@ -56,3 +57,10 @@ def test_rows_name_changed_options_best_point_and_test(tmp_path):
     assert probes.main(["--name", "q", "--results", str(tmp_path / "out"), str(done), str(other)]) == 0
     text = (tmp_path / "out" / "q.md").read_text()
     assert "| dhmrec: " in text and "| lightgcn: " in text  # models mixed: each row names its model
+
+
+def test_training_options_that_change_the_run_are_named_with_the_model_options(tmp_path):
+    run = fake_run(tmp_path / "a", [0.1, 0.2], train={"ema_decay": 0.995, "lr": 5e-4, "num_threads": 1},
+                   view_dropout=0.2)
+    assert probes.summarise_run(run)["changed_from_defaults"] == {
+        "view_dropout": 0.2, "ema_decay": 0.995, "lr": 5e-4}  # not num_threads: how it ran, not what
