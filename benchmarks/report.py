@@ -168,6 +168,8 @@ def main() -> int:
     body += embedded("tiktok_curve_jitter", "How far the best validation point sits above the level the curve "
                      "holds (TikTok; near best: mean validation R@20 within 10 epochs of the best one; step sd: "
                      "spread of the epoch-to-epoch changes there)")
+    body += embedded("tiktok_ema_probes", "The level under the jumps: DHMRec and FREEDOM with a moving average "
+                     "of the weights (`ema_decay`), and two fixed-scale readings of (18) (TikTok; docs/readings.md)")
     body += embedded("tiktok_dhmrec_ablations_nobias", "DHMRec ablations under the default (TikTok; the "
                      "per-variant means over seeds 0-2 are in the file: single-seed differences under about 0.006 are noise, "
                      "docs/readings.md)", last=True)
