@@ -251,6 +251,11 @@ class Trainer:
     Ctrl-C after the current mini-batch) and ``metrics.json`` (at the end). All
     writes are atomic. ``fit(resume=True)`` continues from ``checkpoint.pt``.
 
+    With ``cfg.ema_decay`` > 0 the trainer also keeps a moving average of the parameters
+    (:attr:`ema`, updated after every optimiser step); validation, the diagnostics, ``best.pt``
+    and the test read the averaged weights (:meth:`averaged_weights`), training continues from
+    its own, and ``checkpoint.pt`` carries both.
+
     Under ``torch.distributed`` (torchrun, see :mod:`dhmrec_pyg.training.distributed`)
     the model is trained with DistributedDataParallel: every rank draws the
     same epoch from the shared seeded generator and trains on its share of each
