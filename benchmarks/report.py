@@ -171,7 +171,7 @@ def main() -> int:
     body += embedded("tiktok_ema_probes", "The level under the jumps: DHMRec and FREEDOM with a moving average "
                      "of the weights (`ema_decay`), and two fixed-scale readings of (18) (TikTok; docs/readings.md)")
     body += embedded("tiktok_dhmrec_ablations_nobias", "DHMRec ablations under the default (TikTok; the "
-                     "per-variant means over seeds 0-2 are in the file: single-seed differences under about 0.006 are noise, "
+                     "per-variant means over seeds 0-2, at the best point and at the near-best level, are in the file; "
                      "docs/readings.md)", last=True)
     body += embedded("tiktok_dhmrec_ablations_alpha12", "DHMRec ablations under the previous default (the layer "
                      "norm with its bias; TikTok, seed 0, and w/o KL on seeds 1-2 and w/o DIS on seed 1 with the "
