@@ -1,8 +1,6 @@
 """``ema_decay``: evaluation, selection and best.pt use a moving average of the parameters."""
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import List
 
@@ -13,8 +11,6 @@ from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import load_dataset
 from dhmrec_pyg.models import LightGCNConfig
 from dhmrec_pyg.training import TrainConfig
-from dhmrec_pyg.training.checkpoint import load_checkpoint
-from dhmrec_pyg.training.sampler import BPRSampler
 from dhmrec_pyg.training.trainer import Trainer, build_model, evaluate_model, seed_everything
 
 FAST = ["--set", "batch_size=1024", "--set", "num_layers=1", "--set", "embedding_dim=16",
@@ -80,34 +76,6 @@ def test_without_averaging_the_trainer_keeps_no_averages(data_root):
     before: List[torch.Tensor] = [p.detach().clone() for p in trainer.model.parameters()]
     with trainer.averaged_weights():
         assert all(torch.equal(p, b) for p, b in zip(trainer.model.parameters(), before))
-
-
-def test_ctrl_c_and_resume_with_averaging_is_exact(data_root, tmp_path, monkeypatch):
-    def train(out: Path) -> int:
-        return main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(out), "--epochs", "3",
-                     "--set", "ema_decay=0.9", *FAST])
-
-    assert train(tmp_path / "ref") == 0
-    original = BPRSampler.epoch
-    calls = {"n": 0}
-
-    def epoch(self, generator):
-        e = calls["n"]
-        calls["n"] += 1
-        for b, batch in enumerate(original(self, generator)):
-            yield batch
-            if (e, b) == (1, 3):
-                os.kill(os.getpid(), signal.SIGINT)
-
-    with monkeypatch.context() as m:
-        m.setattr(BPRSampler, "epoch", epoch)
-        assert train(tmp_path / "run") == 130
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["ema"] is not None
-    assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
-    a = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    b = torch.load(tmp_path / "ref" / "best.pt", weights_only=True)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 4
 
 
 @pytest.mark.parametrize("value", ["1.0", "-0.1"])

@@ -177,6 +177,19 @@ def test_ctrl_c_finishes_the_batch_writes_a_checkpoint_and_resume_is_exact(
     _assert_same_run(run, ref)
 
 
+def test_ctrl_c_and_resume_with_averaged_weights_is_exact(tmp_path, data_root, monkeypatch):
+    """With ema_decay the checkpoint carries the moving averages: resume gives the same best.pt."""
+    ref = tmp_path / "ref"
+    assert _cli_train(data_root, ref, "--epochs", "3", "--set", "ema_decay=0.9") == 0
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _pause_sampler(m, 1, 3, _sigint)
+        assert _cli_train(data_root, run, "--epochs", "3", "--set", "ema_decay=0.9") == 130
+    assert load_checkpoint(run / "checkpoint.pt")["ema"] is not None
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    _assert_same_run(run, ref)
+
+
 @dataclass
 class _Stop:
     trainer: Trainer | None = None

@@ -278,7 +278,7 @@ _ABSENT = object()
 
 #: Training options added after runs were first written, with the value such runs used. A
 #: config.yaml without one of them means that value (see :func:`identity_text`).
-LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all", "ema_decay": 0.0}
+LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
 
 
 #: Training options ``config.yaml`` leaves out at their default, so that a run that does not
