@@ -178,6 +178,8 @@ def main() -> int:
                      "full model's runs)")
     body += embedded("speed", "Training and evaluation speed at the paper's scales")
     body += embedded("speed_cuda", "The same at Baby scale on a GPU")
+    for path in sorted((HERE / "results").glob("breakdown_*.md")):
+        body += embedded(path.stem, f"Where a DHMRec training step goes ({path.stem.split('_', 1)[1]})")
     for path in sorted((HERE / "results").glob("opcount_*.md")):
         body += embedded(path.stem, f"Aten operators per training step on {path.stem.split('_', 1)[1]}")
     body += embedded("knn", "Item-item KNN graph build")
