@@ -6,8 +6,9 @@
 ``benchmarks.speed`` says how long an epoch takes; this says why. Both models are built with
 their defaults on the dataset (real interactions, seeded random features of the paper's shapes
 where the data has none, as in ``benchmarks.speed``) and trained for ``--warmup`` steps, then
-``--steps`` training steps are timed one by one: the next 2048 triplets of the library's sampler,
-``model.loss`` (forward), ``zero_grad`` + ``backward``, and Adam as the trainer builds it.
+``--steps`` training steps of each are timed one by one, the two models alternating step by step
+(so that a change in the machine's load falls on both): the next 2048 triplets of the library's
+sampler, ``model.loss`` (forward), ``zero_grad`` + ``backward``, and Adam as the trainer builds it.
 Within DHMRec's forward pass the parts of the model are timed where they are called:
 
 * features and disentangling, equations (1)-(6) (``disentangler.stacked``);
@@ -96,91 +97,119 @@ def gemm_rate(rows: int, cols: int, dim: int, device: Any, sync: Callable[[], No
     return 2 * (2.0 * rows * cols * dim) / best
 
 
-def time_model(name: str, data: Any, steps: int, warmup: int, device: Any, seed: int) -> Dict[str, Any]:
-    """Train ``name`` for ``warmup`` steps, then time ``steps`` steps; its per-part medians."""
-    import dataclasses
+class _Stepper:
+    """One model built with its defaults, its optimizer and its batches: :meth:`step` runs and times
+    one training step (DHMRec's parts through the clock's wrappers)."""
 
-    import torch
+    def __init__(self, name: str, data: Any, device: Any, seed: int, clock: _Clock) -> None:
+        import dataclasses
 
-    from dhmrec_pyg.models import MODELS
-    from dhmrec_pyg.models import dhmrec as dhmrec_module
-    from dhmrec_pyg.models.base import EDGE
-    from dhmrec_pyg.training.config import TrainConfig
-    from dhmrec_pyg.training.sampler import BPRSampler
-    from dhmrec_pyg.training.trainer import build_model, build_optimizer, resolve_optimizer_impl, seed_everything
+        import torch
 
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    cls = MODELS[name]
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
-    train = TrainConfig(model=name)
-    seed_everything(seed)
-    model = build_model(name, data, config).to(device)
-    clock = _Clock(sync)
-    original_kl = dhmrec_module.interaction_kl
-    if name == "dhmrec":
-        for label, attr, method in PARTS:
-            module = getattr(model, attr)
-            setattr(module, method, clock.wrap(label, getattr(module, method)))
+        from dhmrec_pyg.models import MODELS
+        from dhmrec_pyg.models.base import EDGE
+        from dhmrec_pyg.training.config import TrainConfig
+        from dhmrec_pyg.training.sampler import BPRSampler
+        from dhmrec_pyg.training.trainer import build_model, build_optimizer, resolve_optimizer_impl, seed_everything
 
-        def kl(user_mm: Any, item_mm: Any, *args: Any, **kwargs: Any) -> Any:
-            clock.kl_shapes.append((int(user_mm.size(0)), int(item_mm.size(0)), int(item_mm.size(1)),
-                                    torch.is_grad_enabled() and user_mm.requires_grad))
-            return original_kl(user_mm, item_mm, *args, **kwargs)
-
-        dhmrec_module.interaction_kl = clock.wrap(KL_PART, kl)  # type: ignore[assignment]
-    try:
+        cls = MODELS[name]
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
+        train = TrainConfig(model=name)
+        seed_everything(seed)
+        self.name, self.device, self.clock = name, device, clock
+        self.model = build_model(name, data, config).to(device)
+        if name == "dhmrec":
+            for label, attr, method in PARTS:
+                module = getattr(self.model, attr)
+                setattr(module, method, clock.wrap(label, getattr(module, method)))
         sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), train.batch_size,
                              negatives=train.negatives)
-        params = [p for p in model.parameters() if p.requires_grad]
-        impl = resolve_optimizer_impl(train.optimizer_impl, params)
-        optimizer = build_optimizer(params, train.lr, impl)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer_impl = resolve_optimizer_impl(train.optimizer_impl, params)
+        self.optimizer = build_optimizer(params, train.lr, self.optimizer_impl)
         generator = torch.Generator().manual_seed(seed)
-        model.train()
+        self.model.train()
 
         def triplets() -> Any:  # epoch after epoch, as the trainer draws them (small data sets run out)
             epoch = 0
             while True:
-                model.on_epoch_start(epoch, generator)
+                self.model.on_epoch_start(epoch, generator)
                 yield from sampler.epoch(generator)
                 epoch += 1
 
-        batches = triplets()
-        records: List[Dict[str, float]] = []
+        self.batches = triplets()
+        self.records: List[Dict[str, float]] = []
+        self.kl_shapes: List[tuple] = []  # the KL's (users, items, d, with gradients) of the last step
+
+    def step(self, record: bool) -> None:
+        """One training step; its times are kept when ``record``."""
+        clock, sync = self.clock, self.clock.sync
+        u, p, n = (t.to(self.device) for t in next(self.batches))
+        clock.step, clock.kl_shapes = {}, []
+        sync()
+        t0 = time.perf_counter()
+        loss = self.model.loss(u, p, n)["loss"]
+        sync()
+        t1 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        self.optimizer.step()
+        sync()
+        t3 = time.perf_counter()
+        self.kl_shapes = list(clock.kl_shapes)
+        if record:
+            self.records.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2,
+                                 "step": t3 - t0, **clock.step})
+
+    def summary(self) -> Dict[str, Any]:
+        """Per-part medians over the recorded steps (DHMRec: with its KL's arithmetic)."""
+        median = {label: statistics.median(r.get(label, 0.0) for r in self.records) for label in self.records[0]}
+        out: Dict[str, Any] = {"model": self.name, "optimizer_impl": self.optimizer_impl, "seconds": median,
+                               "step_seconds": [r["step"] for r in self.records]}
+        if self.name == "dhmrec":
+            parts = sum(median.get(label, 0.0) for label, _, _ in PARTS) + median.get(KL_PART, 0.0)
+            median["forward, other"] = max(median["forward"] - parts, 0.0)
+            if self.kl_shapes:
+                rows, cols, dim, grads = self.kl_shapes[-1]
+                flop = 2 * (3 if grads else 1) * 2.0 * rows * cols * dim
+                rate = gemm_rate(rows, cols, dim, self.device, self.clock.sync)
+                out["kl"] = {"users": rows, "items": cols, "dim": dim, "gflop": flop / 1e9,
+                             "gemm_gflops": rate / 1e9, "gemm_floor_seconds": flop / rate,
+                             "achieved_gflops": flop / median[KL_PART] / 1e9}
+        return out
+
+
+def time_models(data: Any, steps: int, warmup: int, device: Any, seed: int) -> Dict[str, Dict[str, Any]]:
+    """DHMRec and FREEDOM, each trained ``warmup`` steps, then ``steps`` steps of each, alternating
+    (so that a change in the machine's load falls on both); their summaries, and the median over the
+    step pairs of DHMRec's step over FREEDOM's (``paired_ratio``)."""
+    import torch
+
+    from dhmrec_pyg.models import dhmrec as dhmrec_module
+
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    clock = _Clock(sync)
+    original_kl = dhmrec_module.interaction_kl
+
+    def kl(user_mm: Any, item_mm: Any, *args: Any, **kwargs: Any) -> Any:
+        clock.kl_shapes.append((int(user_mm.size(0)), int(item_mm.size(0)), int(item_mm.size(1)),
+                                torch.is_grad_enabled() and user_mm.requires_grad))
+        return original_kl(user_mm, item_mm, *args, **kwargs)
+
+    dhmrec_module.interaction_kl = clock.wrap(KL_PART, kl)  # type: ignore[assignment]
+    try:
+        steppers = [_Stepper(name, data, device, seed, clock) for name in ("dhmrec", "freedom")]
         for k in range(warmup + steps):
-            u, p, n = (t.to(device) for t in next(batches))
-            clock.step, clock.kl_shapes = {}, []
-            sync()
-            t0 = time.perf_counter()
-            loss = model.loss(u, p, n)["loss"]
-            sync()
-            t1 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sync()
-            t2 = time.perf_counter()
-            optimizer.step()
-            sync()
-            t3 = time.perf_counter()
-            if k >= warmup:
-                records.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2,
-                                "step": t3 - t0, **clock.step})
+            for stepper in steppers:
+                stepper.step(record=k >= warmup)
+        out = {s.name: s.summary() for s in steppers}
     finally:
         dhmrec_module.interaction_kl = original_kl  # type: ignore[assignment]
-    labels = list(records[0])
-    median = {label: statistics.median(r.get(label, 0.0) for r in records) for label in labels}
-    out: Dict[str, Any] = {"model": name, "optimizer_impl": impl, "seconds": median,
-                           "step_seconds": [r["step"] for r in records]}
-    if name == "dhmrec":
-        parts = sum(median.get(label, 0.0) for label, _, _ in PARTS) + median.get(KL_PART, 0.0)
-        median["forward, other"] = max(median["forward"] - parts, 0.0)
-        if clock.kl_shapes:
-            rows, cols, dim, grads = clock.kl_shapes[-1]
-            flop = 2 * (3 if grads else 1) * 2.0 * rows * cols * dim
-            rate = gemm_rate(rows, cols, dim, device, sync)
-            out["kl"] = {"users": rows, "items": cols, "dim": dim, "gflop": flop / 1e9,
-                         "gemm_gflops": rate / 1e9, "gemm_floor_seconds": flop / rate,
-                         "achieved_gflops": flop / median[KL_PART] / 1e9}
+    pairs = zip(out["dhmrec"]["step_seconds"], out["freedom"]["step_seconds"])
+    out["dhmrec"]["paired_ratio"] = statistics.median(a / b for a, b in pairs)
     return out
 
 
@@ -194,7 +223,9 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [f"# Where a DHMRec training step goes ({result['dataset']})", "",
              f"Command: `{result['command']}`", "",
              f"Device **{result['device']}**, {result['threads']} torch thread(s); batch 2048; "
-             f"medians over {result['steps']} timed steps after {result['warmup']} untimed ones. "
+             f"medians over {result['steps']} timed steps of each model after {result['warmup']} untimed "
+             "ones, the two models' steps alternating (step by step: the median over the pairs of steps of "
+             "DHMRec's time over FREEDOM's). "
              "Parts are timed where DHMRec calls them; the KL's gradients are computed in its forward "
              "pass, so its row is its whole cost.", "",
              "| part | ms per step | share of DHMRec's step |", "|---|---|---|"]
@@ -205,7 +236,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += [f"| **DHMRec step** | **{step * 1e3:.1f}** | 100% |",
               f"| FREEDOM step (forward {fs['forward'] * 1e3:.1f}, backward {fs['backward'] * 1e3:.1f}, "
               f"optimizer {fs['optimizer'] * 1e3:.1f}) | {fs['step'] * 1e3:.1f} | "
-              f"DHMRec = {step / fs['step']:.2f}x FREEDOM |", ""]
+              f"DHMRec = {step / fs['step']:.2f}x FREEDOM (step by step: {dh['paired_ratio']:.2f}x) |", ""]
     kl = dh.get("kl")
     if kl:
         without = step - ds.get(KL_PART, 0.0)
@@ -262,8 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
         "steps": args.steps, "warmup": args.warmup, "data": note,
     }
-    for name in ("dhmrec", "freedom"):
-        result[name] = time_model(name, data, args.steps, args.warmup, device, args.seed)
+    result.update(time_models(data, args.steps, args.warmup, device, args.seed))
     result["environment"] = environment()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

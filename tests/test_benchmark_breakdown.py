@@ -18,7 +18,8 @@ def test_breakdown_times_every_part_and_writes_its_files(tmp_path):
         assert seconds[label] > 0, label  # each part was called, so each wrapper ran
     assert seconds[breakdown.KL_PART] > 0
     assert seconds["step"] >= seconds["forward"] + seconds["backward"] > seconds["forward"] > 0
-    assert len(result["dhmrec"]["step_seconds"]) == 2 and result["freedom"]["seconds"]["step"] > 0
+    assert len(result["dhmrec"]["step_seconds"]) == len(result["freedom"]["step_seconds"]) == 2
+    assert result["freedom"]["seconds"]["step"] > 0 and result["dhmrec"]["paired_ratio"] > 0
     kl = result["dhmrec"]["kl"]
     # the six products of both sides: 2 sides x 3 products x 2 * users * items * d
     assert kl["items"] == 150 and kl["dim"] == 64 and 0 < kl["users"] <= 200
