@@ -102,29 +102,18 @@ class _Stepper:
     one training step (DHMRec's parts through the clock's wrappers)."""
 
     def __init__(self, name: str, data: Any, device: Any, seed: int, clock: _Clock) -> None:
-        import dataclasses
-
         import torch
 
-        from dhmrec_pyg.models import MODELS
-        from dhmrec_pyg.models.base import EDGE
-        from dhmrec_pyg.training.config import TrainConfig
-        from dhmrec_pyg.training.sampler import BPRSampler
-        from dhmrec_pyg.training.trainer import build_model, build_optimizer, resolve_optimizer_impl, seed_everything
+        from benchmarks.opcount import build_default
+        from dhmrec_pyg.training.trainer import build_optimizer, resolve_optimizer_impl
 
-        cls = MODELS[name]
-        fields = {f.name for f in dataclasses.fields(cls.config_class)}
-        config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
-        train = TrainConfig(model=name)
-        seed_everything(seed)
+        model, sampler, train = build_default(name, data, seed=seed)
         self.name, self.device, self.clock = name, device, clock
-        self.model = build_model(name, data, config).to(device)
+        self.model = model.to(device)
         if name == "dhmrec":
             for label, attr, method in PARTS:
                 module = getattr(self.model, attr)
                 setattr(module, method, clock.wrap(label, getattr(module, method)))
-        sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), train.batch_size,
-                             negatives=train.negatives)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer_impl = resolve_optimizer_impl(train.optimizer_impl, params)
         self.optimizer = build_optimizer(params, train.lr, self.optimizer_impl)
@@ -222,7 +211,7 @@ def markdown(result: Dict[str, Any]) -> str:
     step = ds["step"]
     lines = [f"# Where a DHMRec training step goes ({result['dataset']})", "",
              f"Command: `{result['command']}`", "",
-             f"Device **{result['device']}**, {result['threads']} torch thread(s); batch 2048; "
+             f"Device **{result['device']}**, {result['threads']} torch thread(s); batch {result['batch_size']}; "
              f"medians over {result['steps']} timed steps of each model after {result['warmup']} untimed "
              "ones, the two models' steps alternating (step by step: the median over the pairs of steps of "
              "DHMRec's time over FREEDOM's). "
@@ -274,9 +263,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
+    from benchmarks.reproduce import write_result_files
     from benchmarks.speed import PAPER_FEATURES, attach_random_features, prepare_dataset
-    from dhmrec_pyg import files as dfiles
     from dhmrec_pyg.data import load_mmrec
+    from dhmrec_pyg.training.config import TrainConfig
     from dhmrec_pyg.training.trainer import environment, resolve_device
 
     if args.threads > 0:
@@ -291,15 +281,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     result: Dict[str, Any] = {
         "command": "python -m benchmarks.breakdown " + " ".join(shlex.quote(a) for a in argv),
         "dataset": args.dataset, "device": str(device), "threads": torch.get_num_threads(),
-        "steps": args.steps, "warmup": args.warmup, "data": note,
+        "steps": args.steps, "warmup": args.warmup, "data": note, "batch_size": TrainConfig().batch_size,
     }
     result.update(time_models(data, args.steps, args.warmup, device, args.seed))
     result["environment"] = environment()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dfiles.write_json(out / f"breakdown_{args.dataset}.json", result)
     text = markdown(result)
-    dfiles.write_text(out / f"breakdown_{args.dataset}.md", text)
+    write_result_files(Path(args.out), f"breakdown_{args.dataset}", result, text)
     print(text)
     return 0
 

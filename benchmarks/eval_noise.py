@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.draws < 1:
         p.error(f"--draws must be at least 1, got {args.draws}")
-    from dhmrec_pyg import files as dfiles
+    from benchmarks.reproduce import write_result_files
     from dhmrec_pyg.training.trainer import environment
 
     result = evaluate_draws(Path(args.run), args.draws, args.seed)
@@ -94,11 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["command"] = "python -m benchmarks.eval_noise " + " ".join(shlex.quote(a) for a in
                                                                        (sys.argv[1:] if argv is None else argv))
     name = f"eval_noise_{Path(args.run).parent.name}_{Path(args.run).name}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dfiles.write_json(out / f"{name}.json", result)
     text = markdown(result)
-    dfiles.write_text(out / f"{name}.md", text)
+    write_result_files(Path(args.out), name, result, text)
     print(text)
     return 0
 

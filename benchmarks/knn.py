@@ -395,7 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from dhmrec_pyg import files as dfiles
+    from benchmarks.reproduce import write_result_files
     from dhmrec_pyg.training.trainer import environment
 
     if args.threads:
@@ -494,12 +494,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "rows": rows,
         "environment": env,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dfiles.write_json(out / "knn.json", result)
-
     text = markdown(result)
-    dfiles.write_text(out / "knn.md", text)
+    write_result_files(Path(args.out), "knn", result, text)
     print(text, end="")
     return 0
 

@@ -241,27 +241,38 @@ def accelerator_blocks() -> Iterator[None]:
         blocks.CPU_BLOCK_ELEMENTS = saved
 
 
-def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> Dict[str, Any]:
-    """Build model ``name`` with its default configuration (no KNN cache) on ``data`` and count a
-    step with Adam as the trainer builds it (``TrainConfig().optimizer_impl``), with the per-tensor
-    loop and with ``Adam(foreach=True)``; one result row."""
-    import torch
-
+def build_default(name: str, data: Any, batch_size: Optional[int] = None, seed: int = 0) -> Any:
+    """Model ``name`` with its default configuration (no KNN cache) built on ``data`` after
+    ``seed_everything(seed)``, the trainer's default :class:`TrainConfig` for it, and a
+    :class:`BPRSampler` over the training edges (batch ``batch_size``, else the config's):
+    ``(model, sampler, train_config)``."""
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.training.config import TrainConfig
     from dhmrec_pyg.training.sampler import BPRSampler
-    from dhmrec_pyg.training.trainer import build_model, resolve_optimizer_impl, seed_everything
+    from dhmrec_pyg.training.trainer import build_model, seed_everything
 
     cls = MODELS[name]
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
     train = TrainConfig(model=name)
     seed_everything(seed)
-    t0 = time.perf_counter()
     model = build_model(name, data, config)
-    sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), batch_size,
+    sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), batch_size or train.batch_size,
                          negatives=train.negatives)
+    return model, sampler, train
+
+
+def count_model(name: str, data: Any, batch_size: int = 2048, seed: int = 0) -> Dict[str, Any]:
+    """Build model ``name`` with its default configuration (no KNN cache) on ``data`` and count a
+    step with Adam as the trainer builds it (``TrainConfig().optimizer_impl``), with the per-tensor
+    loop and with ``Adam(foreach=True)``; one result row."""
+    import torch
+
+    from dhmrec_pyg.training.trainer import resolve_optimizer_impl
+
+    t0 = time.perf_counter()
+    model, sampler, train = build_default(name, data, batch_size, seed)
     params = [p for p in model.parameters() if p.requires_grad]
     impl = resolve_optimizer_impl(train.optimizer_impl, params)
     default = count_step(model, sampler, lr=train.lr, seed=seed, impl=impl)
@@ -364,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     import torch
 
-    from dhmrec_pyg import files as dfiles
+    from benchmarks.reproduce import write_result_files
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.schema import modality_names
     from dhmrec_pyg.training.trainer import environment
@@ -396,11 +407,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               "dataset": args.dataset, "batch_size": args.batch_size, "seed": args.seed, "shape": shape,
               "rows": rows, "source": source_state(), "wall_seconds": time.perf_counter() - start,
               "environment": environment()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dfiles.write_json(out / f"opcount_{args.dataset}.json", result)
     text = markdown(result)
-    dfiles.write_text(out / f"opcount_{args.dataset}.md", text)
+    write_result_files(Path(args.out), f"opcount_{args.dataset}", result, text)
     print(text)
     return 0
 

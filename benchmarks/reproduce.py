@@ -57,6 +57,14 @@ def machine_line(env: Dict[str, Any]) -> str:
             f"torch {env.get('torch', '?')}, PyG {env.get('torch_geometric', '?')}, faiss {env.get('faiss', '?')}")
 
 
+def write_result_files(folder: Path, name: str, result: Dict[str, Any], text: str) -> None:
+    """Write a benchmark's ``<name>.json`` (``result``) and ``<name>.md`` (``text``) into ``folder``
+    (made if missing), each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dfiles.write_json(folder / f"{name}.json", result)
+    dfiles.write_text(folder / f"{name}.md", text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the grid and write the result files."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -513,13 +513,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "wall_seconds": time.perf_counter() - start,
         "environment": environment(),
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from dhmrec_pyg import files as dfiles
+    from benchmarks.reproduce import write_result_files
 
-    dfiles.write_json(out_dir / "speed.json", result)
     text = markdown(result)
-    dfiles.write_text(out_dir / "speed.md", text)
+    write_result_files(Path(args.out), "speed", result, text)
     print(text)
     return 0
 
