@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError"]
+__all__ = ["ConfigError", "DataError"]
 
 
 class DataError(ValueError):
@@ -13,3 +13,9 @@ class DataError(ValueError):
     ``"tiktok.inter: column 'itemID' must hold non-negative integers, found '-3' on line 17"``.
     The command line prints it as a one-line error.
     """
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field (``TrainConfig.epochs``,
+    a YAML key, a ``--set`` key) and the offending value, e.g.
+    ``"TrainConfig.epochs must be >= 1, got -1"``."""

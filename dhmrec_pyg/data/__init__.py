@@ -21,7 +21,7 @@ from ..schema import (
     split_edge_type,
     training_graph,
 )
-from .dataset import MMRecDataset, load_dataset
+from .dataset import MMRecDataset, OpenedDataset, load_dataset, open_dataset
 from .errors import DataError
 from .io import (
     KNOWN_DATASETS,
@@ -50,6 +50,8 @@ __all__ = [
     "chronological_split",
     "encode_text",
     "load_dataset",
+    "open_dataset",
+    "OpenedDataset",
     "load_mmrec",
     "make_synthetic",
     "materialise_synthetic",

@@ -8,6 +8,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
@@ -283,14 +284,27 @@ class MMRecDataset(InMemoryDataset):
             return data
 
 
-def _with_cache_folder(dataset: "MMRecDataset") -> HeteroData:
-    """The dataset's graph; when its processed folder is writable, recorded as ``data.folder``
-    (where models with ``knn_cache_dir="auto"`` keep their KNN caches)."""
+class OpenedDataset(NamedTuple):
+    """A dataset loaded by :func:`open_dataset`.
+
+    Attributes:
+        data: the dataset's graph (see :func:`load_mmrec`).
+        cache_folder: its writable processed folder, where a run with
+            ``knn_cache_dir="auto"`` keeps the KNN item graphs (``<folder>/knn_cache``); ``None``
+            when it has none (a folder loaded by path without ``processed_dir``, ``cache=False``,
+            or a read-only folder).
+    """
+
+    data: HeteroData
+    cache_folder: Optional[Path]
+
+
+def _opened(dataset: "MMRecDataset") -> OpenedDataset:
+    """The dataset's graph, with its processed folder when that is writable."""
     data = dataset[0]
     folder = Path(dataset.processed_dir)
-    if dataset.cache and folder.is_dir() and _writable(folder):
-        data.folder = str(folder)
-    return data
+    writable = dataset.cache and folder.is_dir() and _writable(folder)
+    return OpenedDataset(data, folder.resolve() if writable else None)
 
 
 def load_dataset(
@@ -302,7 +316,22 @@ def load_dataset(
     cache: bool = True,
     processed_dir: str | Path | None = None,
 ) -> HeteroData:
-    """Load a dataset by name or path.
+    """Load a dataset by name or path: the graph of :func:`open_dataset` (same arguments)."""
+    return open_dataset(
+        name_or_path, root, seed=seed, force_reload=force_reload, cache=cache, processed_dir=processed_dir
+    ).data
+
+
+def open_dataset(
+    name_or_path: str | Path,
+    root: str | Path = "data",
+    *,
+    seed: int = 0,
+    force_reload: bool = False,
+    cache: bool = True,
+    processed_dir: str | Path | None = None,
+) -> OpenedDataset:
+    """Load a dataset by name or path, with the folder where its caches go.
 
     Resolution order:
 
@@ -314,10 +343,10 @@ def load_dataset(
     3. a plain name with a folder ``root/<name>`` is loaded through :class:`MMRecDataset` (cached).
 
     Where caches go: by default a named or synthetic dataset keeps its processed graph in
-    ``root/<name>/processed`` (when writable), which is also recorded as ``data.folder``: models
+    ``root/<name>/processed`` (when writable), which is also returned as ``cache_folder``: runs
     with ``knn_cache_dir="auto"`` cache their KNN item graphs in its ``knn_cache``. With
     ``processed_dir=FOLDER`` both go to ``FOLDER`` instead and nothing is written next to the data;
-    with ``cache=False`` no cache is read or written (and ``data.folder`` is not set).
+    with ``cache=False`` no cache is read or written (and ``cache_folder`` is ``None``).
 
     Args:
         name_or_path: a synthetic profile name, a folder path, or a dataset name under ``root``.
@@ -326,11 +355,11 @@ def load_dataset(
         force_reload: rebuild the processed cache of a named dataset.
         cache: ``False``: no processed cache and no KNN cache folder (the raw files of a synthetic
             profile are still written under ``root``, once).
-        processed_dir: the folder for the processed cache and, through ``data.folder``, the KNN
-            caches; default ``root/<name>/processed``.
+        processed_dir: the folder for the processed cache and the KNN caches; default
+            ``root/<name>/processed``.
 
     Returns:
-        The dataset's :class:`HeteroData` (see :func:`load_mmrec`).
+        An :class:`OpenedDataset` ``(data, cache_folder)``.
 
     Raises:
         DataError: if nothing matches (the message names the places looked at), or if a name that is
@@ -344,15 +373,15 @@ def load_dataset(
     options = {"force_reload": force_reload, "cache": cache, "processed_dir": processed_dir}
     if profile is not None:
         materialise_synthetic(profile, root, seed)
-        return _with_cache_folder(MMRecDataset(root, dataset_name(profile), **options))
+        return _opened(MMRecDataset(root, dataset_name(profile), **options))
     path = Path(name_or_path).expanduser()
     if text and path.is_dir():
         if processed_dir is None or not cache:
-            return load_mmrec(path)
-        return _with_cache_folder(MMRecDataset(path.resolve().parent, path.resolve().name, **options))
+            return OpenedDataset(load_mmrec(path), None)
+        return _opened(MMRecDataset(path.resolve().parent, path.resolve().name, **options))
     _check_plain_name(text)
     if (root / text).is_dir():
-        return _with_cache_folder(MMRecDataset(root, text, **options))
+        return _opened(MMRecDataset(root, text, **options))
     raise DataError(
         f"dataset {text!r} not found: it is not a synthetic profile ('demo' or 'synthetic-<profile>'), "
         f"not an existing folder ({path.resolve()}), and {(root / text).resolve()} does not exist"

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.errors import DataError
+from dhmrec_pyg.checks import at_least, check_types
+from dhmrec_pyg.errors import ConfigError, DataError
 from dhmrec_pyg.nn.graph import normalized_adjacency
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
@@ -89,6 +89,10 @@ def accepts_aliases(config_class: ConfigT) -> ConfigT:
 class ModelConfig:
     """Hyper-parameters shared by every model.
 
+    Every config checks its fields when it is made (:func:`~dhmrec_pyg.checks.check_types`, then
+    :meth:`check` for ranges), from Python as from YAML or ``--set``: a bad value is a
+    :class:`~dhmrec_pyg.errors.ConfigError` naming ``Class.field`` and the value.
+
     Attributes:
         embedding_dim: size of user and item embeddings (the paper's ``d_k``).
         reg_weight: weight of the L2 penalty on the batch's embeddings.
@@ -97,17 +101,68 @@ class ModelConfig:
     embedding_dim: int = 64
     reg_weight: float = 1e-4
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        self.check()
+
+    def check(self) -> None:
+        """Range checks (subclasses extend them); types are checked before."""
+        at_least(self, 1, "embedding_dim")
+        at_least(self, 0, "reg_weight")
+
     def check_at_least(self, minimum: float, names: Sequence[str]) -> None:
-        """Raise a ``ValueError`` naming the first of ``names`` whose value is below ``minimum``."""
-        for name in names:
-            if getattr(self, name) < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+        """Raise a ``ConfigError`` naming the first of ``names`` whose value is below ``minimum``."""
+        at_least(self, minimum, *names)
+
+
+@dataclass
+class GraphConfig:
+    """How a model's graphs are built and stored: not hyper-parameters of the model.
+
+    Given to a model as ``Model(data, config, graph=GraphConfig(...))``; a run keeps it in the
+    training options (:attr:`~dhmrec_pyg.training.TrainConfig.graph`, ``--set knn_cache_dir=none``).
+
+    Attributes:
+        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM's
+            top-k over the full similarity matrix includes the item itself).
+        knn_exact_max_items: above this many items the KNN search is approximate
+            (:func:`~dhmrec_pyg.nn.knn_graph`).
+        knn_cache_dir: folder caching KNN graphs; ``""`` or ``"none"``: no cache; ``"auto"``: the
+            processed folder of the data set a run loads by name (``<folder>/knn_cache``), and no
+            cache for a model built directly from a graph.
+        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
+    """
+
+    knn_self_loops: bool = True
+    knn_exact_max_items: int = EXACT_MAX_ITEMS
+    knn_cache_dir: str = "auto"
+    sparse_layout: Literal["csr", "coo"] = "csr"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 0, "knn_exact_max_items")
+
+    def cache_path(self) -> Optional[Path]:
+        """The KNN cache folder, or ``None`` for no cache (``""``, ``"none"``, or ``"auto"`` left
+        unresolved: :meth:`resolved` turns ``"auto"`` into a folder)."""
+        value = self.knn_cache_dir.strip()
+        if value.lower() in ("", "none", "auto"):
+            return None
+        return Path(value)
+
+    def resolved(self, dataset_folder: Optional[Path]) -> "GraphConfig":
+        """A copy with ``knn_cache_dir="auto"`` replaced by ``dataset_folder/knn_cache`` (no
+        cache when ``dataset_folder`` is ``None``)."""
+        if self.knn_cache_dir != "auto":
+            return self
+        folder = "" if dataset_folder is None else str(Path(dataset_folder) / "knn_cache")
+        return dataclasses.replace(self, knn_cache_dir=folder)
 
 
 @dataclass
 class ItemGraphConfig(ModelConfig):
     """Options shared by the models that propagate over user-item and KNN item-item graphs
-    (DHMRec, FREEDOM).
+    (DHMRec, FREEDOM). How the graphs are built and stored is :class:`GraphConfig`.
 
     Attributes:
         num_ui_layers: propagation hops over the user-item graph (FREEDOM's 2).
@@ -115,50 +170,18 @@ class ItemGraphConfig(ModelConfig):
         knn_k: neighbours per item in the item-item KNN graphs (10).
         visual_modality: which modality is visual-like (weighted by ``beta`` /
             ``image_weight`` in the mixed graph); empty: guessed by name.
-        knn_self_loops: an item is one of its own ``knn_k`` neighbours (FREEDOM's
-            top-k over the full similarity matrix includes the item itself).
-        knn_exact_max_items: above this many items the KNN search is approximate.
-        knn_cache_dir: folder caching KNN graphs; ``"auto"``: ``knn_cache`` in
-            the data's ``folder`` (:func:`~dhmrec_pyg.data.load_dataset` records
-            the writable processed folder of a named or synthetic dataset; a
-            folder loaded by path, or a read-only one, has none: no cache);
-            ``""``, ``"none"`` or ``None``: no cache.
-        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
     num_ui_layers: int = 2
     num_ii_layers: int = 1
     knn_k: int = 10
     visual_modality: str = ""
-    knn_self_loops: bool = True
-    knn_exact_max_items: int = EXACT_MAX_ITEMS
-    knn_cache_dir: str = "auto"
-    sparse_layout: str = "csr"
 
-    def knn_cache_path(self, data: HeteroData) -> Optional[Path]:
-        """The KNN cache folder this config asks for, or ``None`` for no cache.
-
-        ``knn_cache_dir`` may also be ``None`` (no cache) or a :class:`~pathlib.Path`.
-
-        Raises:
-            ValueError: naming ``knn_cache_dir`` and its value, when it is neither.
-        """
-        value = self.knn_cache_dir
-        if value is None:
-            return None
-        if isinstance(value, os.PathLike):
-            return Path(value)
-        if not isinstance(value, str):
-            raise ValueError(
-                f"knn_cache_dir must be a folder path, 'auto', or ''/'none'/None (no cache), "
-                f"got {value!r} ({type(value).__name__})"
-            )
-        if value.lower() in ("", "none"):
-            return None
-        if value == "auto":
-            folder = getattr(data, "folder", None)
-            return Path(folder) / "knn_cache" if folder else None
-        return Path(value)
+    def check(self) -> None:
+        """:meth:`ModelConfig.check`, and at least one neighbour, no negative hop count."""
+        super().check()
+        at_least(self, 1, "knn_k")
+        at_least(self, 0, "num_ui_layers", "num_ii_layers")
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
@@ -275,9 +298,17 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
 
     config_class = ModelConfig
 
-    def __init__(self, data: HeteroData, config: ModelConfig) -> None:
+    def __init__(self, data: HeteroData, config: ModelConfig, graph: Optional[GraphConfig] = None) -> None:
         super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got a {type(config).__name__}"
+            )
+        if graph is not None and not isinstance(graph, GraphConfig):
+            raise ConfigError(f"{type(self).__name__}: graph must be a GraphConfig, got {graph!r}")
         self.config = config
+        #: How the model's graphs are built and stored (:class:`GraphConfig`).
+        self.graph_config = graph if graph is not None else GraphConfig()
         self.num_users = int(data["user"].num_nodes)
         self.num_items = int(data["item"].num_nodes)
         self.register_buffer("train_edge_index", data[EDGE].edge_index, persistent=False)
@@ -299,13 +330,10 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
                 in the backward pass and ``torch.compile`` traces; otherwise as a
                 ``torch.sparse`` non-persistent buffer.
         """
+        self._buffers.pop(name, None)
+        self._modules.pop(name, None)
         if symmetric:
-            setattr(self, name, SparseAdjacency(adj, symmetric=True))  # replaces a buffer of that name
-            return
-        if name in self._modules:
-            delattr(self, name)
-        if name in self._buffers:
-            self._buffers[name] = adj
+            self.add_module(name, SparseAdjacency(adj, symmetric=True))
         else:
             self.register_buffer(name, adj, persistent=False)
 
@@ -313,7 +341,7 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         """Hook run before each training epoch (e.g. resample a pruned graph)."""
 
     def resample_pruned_graph(
-        self, edge_index: Tensor, keep_ratio: float, generator: torch.Generator, layout: str = "csr",
+        self, edge_index: Tensor, keep_ratio: float, generator: torch.Generator,
     ) -> Optional[Tensor]:
         """Draw this epoch's degree-pruned user-item graph and keep it as ``adj_pruned``.
 
@@ -326,7 +354,6 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
             edge_index: ``[2, E]`` training interactions (CPU: the draw is the same on every device).
             keep_ratio: share of the edges kept, in ``(0, 1]``.
             generator: the epoch's random source.
-            layout: ``"csr"`` or ``"coo"`` storage of the adjacency.
 
         Returns:
             The kept ``[2, E']`` edges, or ``None`` when nothing was drawn.
@@ -334,7 +361,7 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         if keep_ratio >= 1.0:
             return None
         kept = degree_sensitive_prune(edge_index, self.num_users, self.num_items, keep_ratio, generator)
-        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=layout)
+        adj = normalized_adjacency(kept, self.num_users, self.num_items, layout=self.graph_config.sparse_layout)
         device = next(self.parameters(), self.train_edge_index).device
         self.register_adjacency("adj_pruned", adj.to(device), symmetric=True)
         return kept

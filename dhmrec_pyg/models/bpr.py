@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
+from dhmrec_pyg.models.base import GraphConfig, ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
 
 
 @dataclass
@@ -26,8 +26,8 @@ class BPRMF(Recommender):
 
     config_class = BPRConfig
 
-    def __init__(self, data: HeteroData, config: BPRConfig) -> None:
-        super().__init__(data, config)
+    def __init__(self, data: HeteroData, config: BPRConfig, graph: Optional[GraphConfig] = None) -> None:
+        super().__init__(data, config, graph)
         self.user_emb = nn.Embedding(self.num_users, config.embedding_dim)
         self.item_emb = nn.Embedding(self.num_items, config.embedding_dim)
         self.reset_parameters()

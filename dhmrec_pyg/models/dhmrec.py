@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from dhmrec_pyg.checks import at_least, in_range, positive
 from dhmrec_pyg.models.base import (
     EDGE,
+    GraphConfig,
     ItemGraphConfig,
     Recommender,
     accepts_aliases,
@@ -17,8 +19,8 @@ from dhmrec_pyg.models.base import (
     item_modalities,
     l2_reg,
 )
-from dhmrec_pyg.nn.alignment import KL_GRADS, KL_SCORES, interaction_kl
-from dhmrec_pyg.nn.attention import ATTENTION_AXES, ATTENTION_MODES, ATTENTION_SCALES, VIEW_NORMS, PosNegAttention
+from dhmrec_pyg.nn.alignment import interaction_kl
+from dhmrec_pyg.nn.attention import PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler, StackedCodes
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
 from dhmrec_pyg.nn.item_graph import (
@@ -32,145 +34,89 @@ from dhmrec_pyg.nn.item_graph import (
 from dhmrec_pyg.nn.propagation import LightGCNPropagation
 from dhmrec_pyg.nn.sparse import SparseAdjacency
 
-FUSIONS = ("attention", "mean")
-ATTENTION_SCOPES = ("all", "batch")
-REG_TARGETS = ("final", "ego")
-
-#: Named combinations of the readings the paper leaves open (``docs/readings.md``).
-#: ``"paper"`` is the literal reading this library first shipped (the same model and losses, to float
-#: tolerance since the views are computed stacked);
-#: ``"default"`` is the combination selected on TikTok's validation split.
-#: A field set explicitly wins over its preset.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "paper": dict(
-        reg_weight=1e-2, ln_gain="unit", gamma_kl=1.0, kl_align=True, attention_scale="sqrt_n",
-        attention_scope="all", view_norm="layernorm", reg_target="final", kl_grad="both", kl_scores="dot",
-        kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0, attention_axis="dims",
-        mm_center=False, alpha_mm=0.8,
-    ),
-    "default": dict(
-        reg_weight=1e-4, ln_gain="0.015", gamma_kl=0.01, kl_align=True, attention_scale="l2",
-        attention_scope="batch", view_norm="layernorm_nobias", reg_target="final", kl_grad="both",
-        kl_scores="dot", kl_temperature=1.0, gate_detach=False, prune_views=False, view_dropout=0.0,
-        attention_axis="dims", mm_center=False, alpha_mm=1.2,
-    ),
-}
+#: The paper-literal reading of the options the paper leaves open (:meth:`DHMRecConfig.paper`).
+PAPER_READING: Dict[str, Any] = dict(
+    reg_weight=1e-2, alpha_mm=0.8, gamma_kl=1.0, ln_gain="unit", attention_scale="sqrt_n",
+    attention_scope="all", view_norm="layernorm",
+)
 
 
 @accepts_aliases
 @dataclass
 class DHMRecConfig(ItemGraphConfig):
-    r"""DHMRec hyper-parameters: the paper's, and the readings it leaves open.
+    r"""DHMRec hyper-parameters: the paper's, its five ablations, and four readings it leaves open.
 
-    Options shared with FREEDOM (layers, KNN graphs, cache, layout) are those of
-    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`. The options marked
-    *(preset)* default to ``None`` / ``""``, which means "the value of
-    ``preset``" (:data:`PRESETS`); the readings, their sentences of the paper
-    and the measurements behind the default are in ``docs/readings.md``.
+    ``DHMRecConfig()`` is the library's default: the readings selected on TikTok's validation
+    split; :meth:`paper` is the literal reading. Options shared with FREEDOM (layers, KNN
+    neighbours) are those of :class:`~dhmrec_pyg.models.base.ItemGraphConfig`; how the graphs are
+    built and stored is :class:`~dhmrec_pyg.models.base.GraphConfig`. The readings, the paper's
+    sentences behind them, the measurements that chose the default, and the readings tried and
+    dropped are in ``docs/readings.md``.
 
     Attributes:
-        preset: ``"default"`` (selected on validation) or ``"paper"`` (the
-            literal reading, this library's first behaviour).
         embedding_dim: :math:`d_k` (64).
-        reg_weight: :math:`\gamma_{reg}` of equation (25) (see :attr:`gamma_reg`) *(preset)*.
+        reg_weight: :math:`\gamma_{reg}` of equation (25) (1e-4; the paper's reading: 1e-2).
         beta: weight of the visual-like modality in the common item-item graph (0.1).
         keep_ratio: share of edges the ID view keeps each epoch (degree-sensitive
             pruning; FREEDOM's ``dropout`` 0.8 is 0.2 here).
-        alpha_mm: :math:`\alpha_{mm}` of equation (22) *(preset: 0.8, the paper's Baby value, in
-            ``paper``; 1.2, in the paper's grid, selected on TikTok's validation split, in ``default``)*.
-        gamma_dis: weight of JSD + orthogonality losses (0.1).
-        gamma_kl: weight of the KL alignment *(preset)*.
+        alpha_mm: :math:`\alpha_{mm}` of equation (22) (1.2, in the paper's grid, selected on
+            TikTok's validation split; the paper's reading: 0.8, its Baby value).
+        gamma_dis: :math:`\gamma_{dis}`, the weight of JSD + orthogonality losses (0.1).
+        gamma_kl: :math:`\gamma_{kl}`, the weight of the KL alignment (0.01; paper: 1).
         disentangle: ``False`` is the *w/o DIS* ablation.
         fusion: ``"attention"`` or ``"mean"`` (the *w/o AF* ablation).
         attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
-        kl_align: ``False`` is the *w/o KL* ablation *(preset)*.
+        kl_align: ``False`` is the *w/o KL* ablation.
         item_graphs: ``False`` is the *w/o II* ablation.
-        ln_gain: initial gain of the layer norms of equation (18) *(preset)*:
-            ``"unit"`` is :math:`1/\sqrt{d_k}`, so each view's rows start at
-            unit norm; ``"one"`` is PyTorch's default (rows at norm
-            :math:`\sqrt{d_k}`, far above the Xavier-initialised ID embeddings,
-            ~0.1); a number sets the gain directly (0.015: rows at ~0.12, the
-            scale of the ID embeddings).
-        attention_scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"``: how the
-            :math:`d \times d` logits of (15) are scaled
-            (:class:`~dhmrec_pyg.nn.PosNegAttention`) *(preset)*.
-        attention_scope: ``"all"`` nodes or the training ``"batch"``'s users and
-            items form the attention map *(preset)*.
-        attention_axis: the attention of (15)-(16) runs over the embedding
-            ``"dims"`` (a :math:`d \times d` map) or, node by node, over the
-            ``"views"`` (:class:`~dhmrec_pyg.nn.PosNegAttention`) *(preset)*.
-        mm_center: before (22), subtract the users' mean from the users' fused
-            multimodal rows and the items' mean from the items' (over all users,
-            all items), so the branch carries no user-independent item term *(preset)*.
-        view_norm: ``"layernorm"``, ``"layernorm_plain"``, ``"layernorm_nobias"``
-            or ``"l2"``: the normalisation of each view before (19) *(preset)*.
-        reg_target: where the L2 of (25) applies: ``"final"`` embeddings of the
-            batch (22) or the ``"ego"`` parameters (the ID embeddings of the
-            batch's users and items, as the reference toolbox does) *(preset)*.
-        kl_grad: which side of the KL (21) learns: ``"both"``, ``"mm"`` (ID
-            side detached) or ``"id"`` *(preset)*.
-        kl_scores: the softmaxes of (20) over ``"dot"`` products or ``"cosine"``
-            similarities *(preset)*.
-        kl_temperature: temperature of both softmaxes of (20) *(preset)*.
-        gate_detach: the gate of (3) reads a detached ID table *(preset)*.
-        prune_views: the modality views of (7)-(8) use the same degree-pruned
-            graph as the ID view in training ("sharing identical structure") *(preset)*.
-        view_dropout: dropout on each graph-encoded view before fusion *(preset)*.
+        ln_gain: initial gain of the layer norms of equation (18): a positive number (0.015:
+            rows start at ~0.12, the scale of the ID embeddings), ``"unit"`` (:math:`1/\sqrt{d_k}`,
+            rows at unit norm; the paper's reading) or ``"one"`` (PyTorch's default).
+        attention_scale: how the :math:`d \times d` logits of (15) are scaled: ``"l2"``
+            (cosines times a learnable temperature) or ``"sqrt_n"`` (literal)
+            (:class:`~dhmrec_pyg.nn.PosNegAttention`).
+        attention_scope: the training ``"batch"``'s users and items (default) or ``"all"``
+            nodes (literal) form the attention maps.
+        view_norm: the outer layer norm of (18): ``"layernorm_nobias"`` (learnable gain, no
+            bias) or ``"layernorm"`` (literal).
     """
 
-    preset: str = "default"
     embedding_dim: int = 64
-    reg_weight: Optional[float] = None  # type: ignore[assignment]
+    reg_weight: float = 1e-4
     beta: float = 0.1
     keep_ratio: float = 0.2
-    alpha_mm: Optional[float] = None  # type: ignore[assignment]
+    alpha_mm: float = 1.2
     gamma_dis: float = 0.1
-    gamma_kl: Optional[float] = None
+    gamma_kl: float = 0.01
     disentangle: bool = True
-    fusion: str = "attention"
-    attention: str = "posneg"
-    kl_align: Optional[bool] = None
+    fusion: Literal["attention", "mean"] = "attention"
+    attention: Literal["posneg", "standard"] = "posneg"
+    kl_align: bool = True
     item_graphs: bool = True
-    ln_gain: str = ""
-    attention_scale: str = ""
-    attention_scope: str = ""
-    view_norm: str = ""
-    reg_target: str = ""
-    kl_grad: str = ""
-    kl_scores: str = ""
-    kl_temperature: Optional[float] = None
-    gate_detach: Optional[bool] = None
-    prune_views: Optional[bool] = None
-    view_dropout: Optional[float] = None
-    attention_axis: str = ""
-    mm_center: Optional[bool] = None
+    ln_gain: Union[float, Literal["unit", "one"]] = 0.015
+    attention_scale: Literal["sqrt_n", "l2"] = "l2"
+    attention_scope: Literal["all", "batch"] = "batch"
+    view_norm: Literal["layernorm", "layernorm_nobias"] = "layernorm_nobias"
 
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) in (None, ""):
-                setattr(self, name, value)
-        choices = {
-            "fusion": FUSIONS, "attention": ATTENTION_MODES, "attention_scale": ATTENTION_SCALES,
-            "attention_scope": ATTENTION_SCOPES, "view_norm": VIEW_NORMS, "reg_target": REG_TARGETS,
-            "kl_grad": KL_GRADS, "kl_scores": KL_SCORES,
-            "attention_axis": ATTENTION_AXES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 < self.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        self.layer_norm_gain()  # validates ln_gain
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if not 0.0 <= self.view_dropout < 1.0:  # type: ignore[operator]
-            raise ValueError(f"view_dropout must be in [0, 1), got {self.view_dropout}")
-        if not self.kl_temperature > 0:  # type: ignore[operator]
-            raise ValueError(f"kl_temperature must be positive, got {self.kl_temperature}")
-        self.check_at_least(1, ("embedding_dim", "knn_k"))
-        self.check_at_least(0, ("num_ui_layers", "num_ii_layers"))
+    @classmethod
+    def paper(cls, **overrides: Any) -> "DHMRecConfig":
+        """The paper's literal reading (:data:`PAPER_READING`), this library's first behaviour;
+        ``overrides`` set any option on top of it."""
+        return cls(**{**PAPER_READING, **overrides})
+
+    @classmethod
+    def presets(cls) -> Dict[str, Callable[..., "DHMRecConfig"]]:
+        """The named constructors: ``"default"`` (``DHMRecConfig()``) and ``"paper"`` (:meth:`paper`);
+        a YAML file or ``--set preset=paper`` picks one."""
+        return {"default": cls, "paper": cls.paper}
+
+    def check(self) -> None:
+        """Ranges: ``keep_ratio`` in (0, 1], ``beta`` in [0, 1], weights not negative, a positive gain."""
+        super().check()
+        in_range(self, "keep_ratio", 0.0, 1.0, low_open=True)
+        in_range(self, "beta", 0.0, 1.0)
+        at_least(self, 0, "alpha_mm", "gamma_dis", "gamma_kl")
+        if not isinstance(self.ln_gain, str):
+            positive(self, "ln_gain")
 
     def layer_norm_gain(self) -> float:
         """The numeric initial gain ``ln_gain`` stands for."""
@@ -178,18 +124,12 @@ class DHMRecConfig(ItemGraphConfig):
             return 1.0 / self.embedding_dim ** 0.5
         if self.ln_gain == "one":
             return 1.0
-        try:
-            gain = float(self.ln_gain)
-        except ValueError:
-            raise ValueError(f"ln_gain must be 'unit', 'one' or a positive number, got {self.ln_gain!r}") from None
-        if not gain > 0:
-            raise ValueError(f"ln_gain must be positive, got {self.ln_gain!r}")
-        return gain
+        return float(self.ln_gain)
 
     @property
     def gamma_reg(self) -> float:
         r""":math:`\gamma_{reg}` of equation (25), stored as ``reg_weight``."""
-        return float(self.reg_weight)  # type: ignore[arg-type]
+        return self.reg_weight
 
 
 def item_term_share(scores: Tensor) -> float:
@@ -265,11 +205,10 @@ class DHMRec(Recommender):
     with :func:`~dhmrec_pyg.models.base.bpr_loss` (24, via
     :func:`~dhmrec_pyg.models.base.bpr_loss_from_embeddings`) and
     :func:`~dhmrec_pyg.nn.alignment.interaction_kl` (20)-(21) over the batch's
-    distinct users. Readings of (25) (``reg_target``): :math:`\|\theta\|^2` is the
-    squared L2 norm of the batch's final user, positive and negative item
-    embeddings divided by the batch size (``"final"``, the literal reading), or
-    of their ID (ego) embeddings (``"ego"``). The disentanglement losses are taken
-    over all items (the codes of all items are computed anyway).
+    distinct users. :math:`\|\theta\|^2` of (25) is read as the squared L2 norm of the
+    batch's final user, positive and negative item embeddings divided by the batch size.
+    The disentanglement losses are taken over all items (the codes of all items are
+    computed anyway).
 
     All modalities of the data (item attributes ``x_<m>``) are used; any number
     :math:`\geq 1` works. Items without training interactions still get
@@ -284,18 +223,16 @@ class DHMRec(Recommender):
     Args:
         data: the training graph with item features.
         config: a :class:`DHMRecConfig`.
+        graph: how the graphs are built and stored (:class:`~dhmrec_pyg.models.base.GraphConfig`).
 
     Raises:
-        ValueError: if ``data`` has no item features.
+        DataError: if ``data`` has no item features.
     """
 
     config_class = DHMRecConfig
-    #: With ``attention_scope="batch"``, :meth:`loss` fuses only the batch's users (same values,
-    #: less work; eager mode only); ``False`` fuses every user, as :meth:`forward` does.
-    fuse_batch_users_only: bool = True
 
-    def __init__(self, data: HeteroData, config: DHMRecConfig) -> None:
-        super().__init__(data, config)
+    def __init__(self, data: HeteroData, config: DHMRecConfig, graph: Optional[GraphConfig] = None) -> None:
+        super().__init__(data, config, graph)
         self.modalities = item_modalities(data, "dhmrec")
         self.view_names = [COMMON_VIEW] + self.modalities
         d = config.embedding_dim
@@ -308,7 +245,6 @@ class DHMRec(Recommender):
         self.item_emb = nn.Embedding(num_i, d)
         self.disentangler = ModalityDisentangler(
             [int(data["item"][f"x_{m}"].size(1)) for m in self.modalities], d, config.disentangle,
-            detach_gate=bool(config.gate_detach),
         )
         self.ui_propagation = LightGCNPropagation(config.num_ui_layers)
         self.user_aggregation = UserAggregation()
@@ -316,7 +252,7 @@ class DHMRec(Recommender):
         self.fusion = (
             PosNegAttention(
                 d, len(self.view_names), mode=config.attention, norm_gain=config.layer_norm_gain(),
-                scale=config.attention_scale, view_norm=config.view_norm, axis=config.attention_axis,
+                scale=config.attention_scale, view_norm=config.view_norm,
             )
             if config.fusion == "attention"
             else None
@@ -324,16 +260,16 @@ class DHMRec(Recommender):
 
         edge_index = data[EDGE].edge_index
         self._train_edges = edge_index.cpu()
-        layout = config.sparse_layout
+        layout = self.graph_config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
         self._register_user_item_blocks(edge_index)
-        if config.keep_ratio < 1.0:
-            self._resample_pruned(torch.Generator().manual_seed(0))
+        self.resample_pruned_graph(self._train_edges, config.keep_ratio, torch.Generator().manual_seed(0))
         if config.item_graphs:
+            graph_config = self.graph_config
             graphs = build_item_graphs(
                 data, k=config.knn_k, beta=config.beta, visual_modality=config.visual_modality or None,
-                include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
-                cache_dir=config.knn_cache_path(data),
+                include_self=graph_config.knn_self_loops, exact_max_items=graph_config.knn_exact_max_items,
+                cache_dir=graph_config.cache_path(),
             )
             stores = [graphs["item", f"similar_{view}", "item"] for view in self.view_names]
             # All views' graphs as one [I * V, I * V] matrix (forward): one product per hop.
@@ -377,31 +313,26 @@ class DHMRec(Recommender):
         if self.fusion is not None:
             self.fusion.reset_parameters()
 
-    def _register_user_item_blocks(self, edge_index: Tensor, suffix: str = "") -> None:
-        """Register the normalised user-item block ``adj_ui<suffix>`` of ``edge_index`` (14) and its
-        transpose ``adj_iu<suffix>``, built once: it serves the backward pass of every user aggregation."""
-        layout = self.config.sparse_layout
-        adj_ui = user_item_adjacency(edge_index, self.num_users, self.num_items, layout=layout)
+    def _register_user_item_blocks(self, edge_index: Tensor) -> None:
+        """Register the normalised user-item block ``adj_ui`` of ``edge_index`` (14), its transpose
+        ``adj_iu`` (built once: it serves the backward pass of every user aggregation), the rows
+        of ``adj_ui`` in CSR parts (for (14) of a batch's users) and the item nodes' indices."""
+        adj_ui = user_item_adjacency(edge_index, self.num_users, self.num_items, layout=self.graph_config.sparse_layout)
         adj_iu = adj_ui.t()
-        adj_iu = adj_iu.to_sparse_csr() if layout == "csr" else adj_iu.coalesce()
-        device = self.user_emb.weight.device
-        self.register_adjacency(f"adj_ui{suffix}", adj_ui.to(device))
-        self.register_adjacency(f"adj_iu{suffix}", adj_iu.to(device))
-        if not suffix:  # (14) for a batch's users reads the rows of the unpruned block
-            for name, part in zip(("start", "count", "col", "value"), UserAggregation.csr_parts(adj_ui.to(device))):
-                self.register_buffer(f"_ui_{name}", part, persistent=False)
-            nodes = torch.arange(self.num_users, self.num_users + self.num_items, device=device)
-            self.register_buffer("_item_nodes", nodes, persistent=False)
-
-    def _resample_pruned(self, generator: torch.Generator) -> None:
-        cfg = self.config
-        kept = self.resample_pruned_graph(self._train_edges, cfg.keep_ratio, generator, cfg.sparse_layout)
-        if kept is not None and cfg.prune_views:
-            self._register_user_item_blocks(kept, suffix="_pruned")
+        adj_iu = adj_iu.to_sparse_csr() if self.graph_config.sparse_layout == "csr" else adj_iu.coalesce()
+        self.register_buffer("adj_ui", adj_ui, persistent=False)
+        self.register_buffer("adj_iu", adj_iu, persistent=False)
+        start, count, col, value = UserAggregation.csr_parts(adj_ui)
+        self.register_buffer("_ui_start", start, persistent=False)
+        self.register_buffer("_ui_count", count, persistent=False)
+        self.register_buffer("_ui_col", col, persistent=False)
+        self.register_buffer("_ui_value", value, persistent=False)
+        nodes = torch.arange(self.num_users, self.num_users + self.num_items)
+        self.register_buffer("_item_nodes", nodes, persistent=False)
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
-        """Resample the degree-pruned graph of the ID view (and, with ``prune_views``, of the views)."""
-        self._resample_pruned(generator)
+        """Resample the degree-pruned graph of the ID view."""
+        self.resample_pruned_graph(self._train_edges, self.config.keep_ratio, generator)
 
     def forward(self, rows: Optional[Tensor] = None) -> DHMRecOutput:
         """All embeddings of one pass (training mode: ID view on the pruned graph).
@@ -432,8 +363,7 @@ class DHMRec(Recommender):
         (15)-(19), whose maps come from ``rows`` alone, and (22)) skip the other users.
         """
         cfg = self.config
-        num_u, num_i = self.num_users, self.num_items
-        num_views, d = len(self.view_names), cfg.embedding_dim
+        num_i, num_views, d = self.num_items, len(self.view_names), cfg.embedding_dim
         features = [getattr(self, f"x_{m}") for m in self.modalities]
         codes = self.disentangler.stacked(features, self.item_emb.weight)
 
@@ -441,16 +371,13 @@ class DHMRec(Recommender):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         e_id = self.ui_propagation(ego, adj_id)
 
-        pruned_views = self.training and cfg.prune_views and cfg.keep_ratio < 1.0
-        adj_ui = self.adj_ui_pruned if pruned_views else self.adj_ui
-        adj_iu = self.adj_iu_pruned if pruned_views else self.adj_iu
         # All views side by side, [I, V * d] (view v in columns v*d:(v+1)*d, common first): the
         # views share the user-item graph, so each hop is one sparse product for all of them.
         items = torch.cat([codes.common.unsqueeze(1), codes.specific.transpose(0, 1)], dim=1)
         # (7)-(8) from users aggregated from their items (equal to propagating
         # cat([user_aggregation(item_code), item_code]) over self.adj, in half the products).
         users, items = self.ui_propagation.from_items(
-            items.view(num_i, num_views * d), adj_ui, adj_iu, with_users=not cfg.item_graphs
+            items.view(num_i, num_views * d), self.adj_ui, self.adj_iu, with_users=not cfg.item_graphs
         )
         if cfg.item_graphs:
             # (13) per view over its own graph: read as [I * V, d] rows (item i, view v at row
@@ -463,21 +390,15 @@ class DHMRec(Recommender):
                 rows_of_ui = (self._ui_start, self._ui_count, self._ui_col, self._ui_value)
                 users = self.user_aggregation.rows(items, rows_of_ui, user_ids)  # (14), those users
         elif user_ids is not None:
-            users = users[user_ids]  # type: ignore[index]
+            users = users[user_ids]
         if user_ids is not None:
             e_id = e_id[torch.cat([user_ids, self._item_nodes])]
-        wide = torch.cat([users, items])  # type: ignore[list-item]
-        if cfg.view_dropout > 0:  # type: ignore[operator]
-            wide = nn.functional.dropout(wide, cfg.view_dropout, self.training)  # type: ignore[arg-type]
-        stacked = wide.view(-1, num_views, d)
+        stacked = torch.cat([users, items]).view(-1, num_views, d)
 
         if self.fusion is not None:
             e_mm = self.fusion(stacked, rows=rows if cfg.attention_scope == "batch" else None)
         else:
             e_mm = stacked.mean(1)
-        if cfg.mm_center:  # the users' mean needs every user: loss() never passes user_ids here
-            users_mm, items_mm = e_mm[:num_u], e_mm[num_u:]
-            e_mm = torch.cat([users_mm - users_mm.mean(0), items_mm - items_mm.mean(0)])
         final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
         return final, e_id, e_mm, stacked, codes
 
@@ -486,34 +407,29 @@ class DHMRec(Recommender):
 
         Keys: ``loss`` (total), ``bpr``, ``reg``, and, when their component is
         on, ``jsd`` and ``orth`` (disentanglement) and ``kl`` (alignment).
+
+        With ``attention_scope="batch"`` the maps of (15) come from the batch's users and items,
+        and only the batch's distinct users are fused (the rows of the full pass, less work);
+        with ``"all"`` every node forms the maps, so every user is fused.
         """
         cfg = self.config
         batch = users.numel()
         batch_users, user_rows = torch.unique(users, return_inverse=True)
-        batch_scope = cfg.attention_scope == "batch"
-        batch_items = torch.unique(torch.cat([pos_items, neg_items])) if batch_scope else None
-        restrict = batch_scope and not cfg.mm_center and not cfg.view_dropout
-        # Compiled, the full pass runs: the batch's distinct users would give every step new shapes.
-        if restrict and self.fuse_batch_users_only and not torch.compiler.is_compiling():
-            # Only the batch's users are fused (the maps are formed from the batch anyway): the
-            # pass returns their rows, then all items'; the values are those of the full pass.
-            num_rows = batch_users.numel()
+        num_rows = batch_users.numel()
+        if cfg.attention_scope == "batch":
+            batch_items = torch.unique(torch.cat([pos_items, neg_items]))
             rows: Optional[Tensor] = torch.cat([torch.arange(num_rows, device=users.device), num_rows + batch_items])
-            final, e_id, e_mm, _, codes = self._propagate(rows, batch_users)
-            first_item, kl_users = num_rows, slice(0, num_rows)
-        else:
-            rows = torch.cat([batch_users, self.num_users + batch_items]) if batch_scope else None
-            final, e_id, e_mm, _, codes = self._propagate(rows, None)
-            first_item, user_rows, kl_users = self.num_users, users, batch_users  # type: ignore[assignment]
+            fused_users: Optional[Tensor] = batch_users
+        else:  # every user is fused: its rows are the users' own ids
+            rows, fused_users, user_rows, num_rows = None, None, users, self.num_users
+        final, e_id, e_mm, _, codes = self._propagate(rows, fused_users)
+        kl_users = batch_users if fused_users is None else slice(0, num_rows)
         # The batch's users, positive and negative items in one gather, [B, 3, d].
-        index = torch.stack([user_rows, pos_items + first_item, neg_items + first_item], dim=1).view(-1)
+        index = torch.stack([user_rows, pos_items + num_rows, neg_items + num_rows], dim=1).view(-1)
         triplets = final[index].view(batch, 3, -1)
         u, p, n = triplets.unbind(1)
         bpr = bpr_loss_from_embeddings(u, p, n)
-        if cfg.reg_target == "ego":
-            reg = l2_reg(self.user_emb.weight[users], self.item_emb.weight[pos_items], self.item_emb.weight[neg_items])
-        else:
-            reg = l2_reg(triplets.view(batch, -1))  # = l2_reg(u, p, n): one row of [u, p, n] per triplet
+        reg = l2_reg(triplets.view(batch, -1))  # = l2_reg(u, p, n): one row of [u, p, n] per triplet
         terms: Dict[str, Tensor] = {"bpr": bpr, "reg": reg}
         total = bpr + cfg.gamma_reg * reg
         if cfg.disentangle:
@@ -521,12 +437,9 @@ class DHMRec(Recommender):
             terms.update(jsd=codes.jsd, orth=orth)
             total = total + cfg.gamma_dis * (codes.jsd + orth)
         if cfg.kl_align:
-            kl = interaction_kl(
-                e_mm[kl_users], e_mm[first_item:], e_id[kl_users], e_id[first_item:],
-                temperature=float(cfg.kl_temperature), grad=cfg.kl_grad, scores=cfg.kl_scores,  # type: ignore[arg-type]
-            )
+            kl = interaction_kl(e_mm[kl_users], e_mm[num_rows:], e_id[kl_users], e_id[num_rows:])  # (20)-(21)
             terms["kl"] = kl
-            total = total + float(cfg.gamma_kl) * kl  # type: ignore[arg-type]
+            total = total + cfg.gamma_kl * kl
         return {"loss": total, **terms}
 
     def diagnostics(self, generator: Optional[torch.Generator] = None, sample: int = 512) -> Dict[str, float]:

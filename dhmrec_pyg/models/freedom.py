@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from dhmrec_pyg.checks import in_range
 from dhmrec_pyg.models.base import (
     EDGE,
+    GraphConfig,
     ItemGraphConfig,
     Recommender,
     accepts_aliases,
@@ -26,8 +28,9 @@ from dhmrec_pyg.nn.propagation import LightGCNPropagation
 class FREEDOMConfig(ItemGraphConfig):
     """FREEDOM hyper-parameters (defaults: the public code's ``FREEDOM.yaml``).
 
-    Options shared with FREEDOM / DHMRec (layers, KNN graphs, cache, layout) are those of
-    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`.
+    Options shared with DHMRec (layers, KNN neighbours) are those of
+    :class:`~dhmrec_pyg.models.base.ItemGraphConfig`; how the graphs are built and stored
+    (cache, self loops, layout) is :class:`~dhmrec_pyg.models.base.GraphConfig`.
 
     Attributes:
         embedding_dim: size of ID embeddings and of the projected features (64).
@@ -66,15 +69,11 @@ class FREEDOMConfig(ItemGraphConfig):
         """FREEDOM's name of :attr:`beta`."""
         return self.beta
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1] (dropout in [0, 1)), got {self.keep_ratio}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta (image_weight) must be in [0, 1], got {self.beta}")
-        if self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
-        self.check_at_least(1, ("embedding_dim", "knn_k"))
-        self.check_at_least(0, ("num_ui_layers", "num_ii_layers"))
+    def check(self) -> None:
+        """Ranges: ``keep_ratio`` in (0, 1] (``dropout`` in [0, 1)), ``beta`` in [0, 1]."""
+        super().check()
+        in_range(self, "keep_ratio", 0.0, 1.0, low_open=True)
+        in_range(self, "beta", 0.0, 1.0)
 
 
 class FREEDOMOutput(NamedTuple):
@@ -165,8 +164,8 @@ class FREEDOM(Recommender):
 
     config_class = FREEDOMConfig
 
-    def __init__(self, data: HeteroData, config: FREEDOMConfig) -> None:
-        super().__init__(data, config)
+    def __init__(self, data: HeteroData, config: FREEDOMConfig, graph: Optional[GraphConfig] = None) -> None:
+        super().__init__(data, config, graph)
         self.modalities = item_modalities(data, "freedom")
         d = config.embedding_dim
         num_u, num_i = self.num_users, self.num_items
@@ -183,13 +182,13 @@ class FREEDOM(Recommender):
 
         edge_index = data[EDGE].edge_index
         self._train_edges = edge_index.cpu()
-        layout = config.sparse_layout
+        layout = self.graph_config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
-        self.resample_pruned_graph(self._train_edges, config.keep_ratio, torch.Generator().manual_seed(0), layout)
+        self.resample_pruned_graph(self._train_edges, config.keep_ratio, torch.Generator().manual_seed(0))
         graphs = build_item_graphs(
             data, k=config.knn_k, beta=config.beta, visual_modality=config.visual_modality or None,
-            include_self=config.knn_self_loops, exact_max_items=config.knn_exact_max_items,
-            cache_dir=config.knn_cache_path(data),
+            include_self=self.graph_config.knn_self_loops, exact_max_items=self.graph_config.knn_exact_max_items,
+            cache_dir=self.graph_config.cache_path(),
         )
         store = graphs["item", f"similar_{COMMON_VIEW}", "item"]
         self.register_adjacency(
@@ -210,7 +209,7 @@ class FREEDOM(Recommender):
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Resample the degree-pruned user-item graph (FREEDOM's ``pre_epoch_processing``)."""
-        self.resample_pruned_graph(self._train_edges, self.config.keep_ratio, generator, self.config.sparse_layout)
+        self.resample_pruned_graph(self._train_edges, self.config.keep_ratio, generator)
 
     def forward(self) -> FREEDOMOutput:
         """All embeddings (training mode: pruned user-item graph; eval: full graph)."""

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss_from_embeddings, item_modalities, l2_reg
+from dhmrec_pyg.checks import at_least, in_range, positive
+from dhmrec_pyg.models.base import EDGE, GraphConfig, ModelConfig, Recommender, bpr_loss_from_embeddings, item_modalities, l2_reg
 from dhmrec_pyg.nn.graph import normalized_adjacency, sparse_matrix
 from dhmrec_pyg.nn.hypergraph import HyperedgeMembership, HyperedgePropagation, info_nce
 from dhmrec_pyg.nn.item_graph import ItemGraphPropagation, UserAggregation
@@ -32,7 +33,6 @@ class LGMRecConfig(ModelConfig):
         alpha: weight of the global embedding in the fusion (0.3; Sports 0.6).
         cl_weight: weight of the hypergraph contrastive loss (1e-4).
         temperature: :math:`\\tau` of both the Gumbel-softmax and the InfoNCE (0.2).
-        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
     """
 
     embedding_dim: int = 64
@@ -45,15 +45,14 @@ class LGMRecConfig(ModelConfig):
     alpha: float = 0.3
     cl_weight: float = 1e-4
     temperature: float = 0.2
-    sparse_layout: str = "csr"
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.keep_rate <= 1.0:
-            raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        self.check_at_least(1, ("embedding_dim", "num_hyper_layers", "num_hyperedges"))
-        self.check_at_least(0, ("num_ui_layers", "num_mm_layers", "reg_weight", "cl_weight"))
+    def check(self) -> None:
+        """Ranges: ``keep_rate`` in (0, 1], ``temperature`` > 0, counts and weights not negative."""
+        super().check()
+        in_range(self, "keep_rate", 0.0, 1.0, low_open=True)
+        positive(self, "temperature")
+        at_least(self, 1, "num_hyper_layers", "num_hyperedges")
+        at_least(self, 0, "num_ui_layers", "num_mm_layers", "cl_weight")
 
 
 class LGMRecOutput(NamedTuple):
@@ -170,8 +169,8 @@ class LGMRec(Recommender):
 
     config_class = LGMRecConfig
 
-    def __init__(self, data: HeteroData, config: LGMRecConfig) -> None:
-        super().__init__(data, config)
+    def __init__(self, data: HeteroData, config: LGMRecConfig, graph: Optional[GraphConfig] = None) -> None:
+        super().__init__(data, config, graph)
         self.modalities = item_modalities(data, "lgmrec")
         d = config.embedding_dim
         num_u, num_i = self.num_users, self.num_items
@@ -192,7 +191,7 @@ class LGMRec(Recommender):
         self.hypergraph = HyperedgePropagation(config.num_hyper_layers)
 
         edge_index = data[EDGE].edge_index
-        layout = config.sparse_layout
+        layout = self.graph_config.sparse_layout
         self.register_adjacency("adj", normalized_adjacency(edge_index, num_u, num_i, layout=layout), symmetric=True)
         self.register_adjacency("interactions", _interaction_matrix(edge_index, num_u, num_i, False, layout))
         self.register_adjacency("user_mean", _interaction_matrix(edge_index, num_u, num_i, True, layout))

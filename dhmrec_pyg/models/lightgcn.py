@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.models.base import EDGE, ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
+from dhmrec_pyg.checks import at_least
+from dhmrec_pyg.models.base import EDGE, GraphConfig, ModelConfig, Recommender, bpr_loss_from_embeddings, l2_reg
 from dhmrec_pyg.nn import LightGCNPropagation, normalized_adjacency
 
 
@@ -18,12 +19,15 @@ class LightGCNConfig(ModelConfig):
 
     Attributes:
         num_layers: propagation hops over the user-item graph.
-        sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacency.
     """
 
     num_layers: int = 2
     reg_weight: float = 1e-4
-    sparse_layout: str = "csr"
+
+    def check(self) -> None:
+        """:meth:`ModelConfig.check`, and no negative number of layers."""
+        super().check()
+        at_least(self, 0, "num_layers")
 
 
 class LightGCN(Recommender):
@@ -39,13 +43,13 @@ class LightGCN(Recommender):
 
     config_class = LightGCNConfig
 
-    def __init__(self, data: HeteroData, config: LightGCNConfig) -> None:
-        super().__init__(data, config)
+    def __init__(self, data: HeteroData, config: LightGCNConfig, graph: Optional[GraphConfig] = None) -> None:
+        super().__init__(data, config, graph)
         self.user_emb = nn.Embedding(self.num_users, config.embedding_dim)
         self.item_emb = nn.Embedding(self.num_items, config.embedding_dim)
         self.propagation = LightGCNPropagation(config.num_layers)
         adj = normalized_adjacency(
-            data[EDGE].edge_index, self.num_users, self.num_items, layout=config.sparse_layout
+            data[EDGE].edge_index, self.num_users, self.num_items, layout=self.graph_config.sparse_layout
         )
         self.register_adjacency("adj", adj, symmetric=True)
         self.reset_parameters()

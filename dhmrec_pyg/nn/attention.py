@@ -9,12 +9,9 @@ from torch import Tensor, nn
 
 ATTENTION_MODES = ("posneg", "standard")
 #: How the d x d logits of (15) are scaled (see :class:`PosNegAttention`).
-ATTENTION_SCALES = ("sqrt_n", "centered", "l2")
-#: How each view is normalised at the end of (18), before the sum (19).
-VIEW_NORMS = ("layernorm", "layernorm_plain", "layernorm_nobias", "l2")
-#: What the attention of (15)-(16) runs over: the embedding dimensions (a d x d map) or, per
-#: node, the views (a V x V map per node).
-ATTENTION_AXES = ("dims", "views")
+ATTENTION_SCALES = ("sqrt_n", "l2")
+#: The outer layer norm of (18), before the sum (19): with or without its bias.
+VIEW_NORMS = ("layernorm", "layernorm_nobias")
 
 
 class PosNegAttention(nn.Module):
@@ -73,7 +70,8 @@ class PosNegAttention(nn.Module):
     are no :math:`\alpha` parameters.
 
     Readings of the paper's loose points (``docs/readings.md`` of the
-    repository lists them all, with the measurements that chose the defaults):
+    repository lists them, with the measurements that chose the defaults and the
+    readings tried and dropped):
 
     - ``scale`` -- how the logits :math:`\mathbf{Q}^\top\mathbf{K}` are
       scaled. The paper writes "softmax(QK^T / sqrt(d))"-style attention
@@ -82,9 +80,7 @@ class PosNegAttention(nn.Module):
       :math:`\sqrt{N}`. Their standard deviation grows like :math:`\sqrt{N}`
       times the mean product, and on real data (16k nodes) the rows of
       :math:`\mathbf{A}` are one-hot from the first step on: the fusion
-      is then a frozen low-rank projection. ``"centered"`` subtracts the node
-      means of :math:`\mathbf{Q}` and :math:`\mathbf{K}` first (a
-      covariance, still over :math:`\sqrt{N}`). ``"l2"`` is the transposed
+      is then a frozen low-rank projection. ``"l2"`` is the transposed
       (channel) attention of XCiT's cross-covariance attention and
       Restormer's MDTA, which compute the same :math:`d \times d`
       :math:`\mathbf{Q}^\top\mathbf{K}` over tokens: every column of
@@ -98,27 +94,10 @@ class PosNegAttention(nn.Module):
       number of rows given. The map is applied to every node either way.
     - ``view_norm`` -- the outer normalisation of (18), which sets the scale
       of each view before the sum (19) and so of :math:`\tilde{\mathbf{E}}_{mm}`
-      in (22): ``"layernorm"`` (literal: learnable gain and bias),
-      ``"layernorm_plain"`` (centred and scaled, fixed gain ``norm_gain``, no
-      bias: the view's scale cannot drift), ``"layernorm_nobias"`` (learnable
-      gain, no bias: a bias is one vector added to every node, users and items
-      alike, so its product with the items is a score term that is the same for
-      every user and moves every user's ranking at once), ``"l2"`` (rows L2-normalised,
-      not centred, times a learnable scale per view initialised to
-      :math:`g\sqrt{d}` for ``norm_gain`` :math:`g`, the row norm a layer
-      norm of gain :math:`g` starts at).
-
-    - ``axis`` -- what the attention runs over. ``"dims"`` is everything above.
-      ``"views"`` reads "the correlation between the query and the key" as an
-      attention over the views, node by node: for view :math:`\tilde{m}` and
-      node :math:`n`, :math:`A_{n,\tilde{m}m'} = \operatorname{softmax}_{m'}
-      (\mathbf{q}_{n,\tilde{m}}^\top\mathbf{k}_{n,m'}/\sqrt{d})` with
-      :math:`\mathbf{q}_{n,\tilde{m}} = \mathbf{W}_q^{\tilde{m}}\hat{\mathbf{e}}_{n,fus}`,
-      :math:`\mathbf{k}_{n,m'} = \mathbf{W}_k^{m'}\hat{\mathbf{e}}_{n,m'}`,
-      :math:`\mathbf{v}_{n,m'} = \mathbf{W}_v^{m'}\hat{\mathbf{e}}_{n,m'}`, so
-      (15) is :math:`\sum_{m'} A_{n,\tilde{m}m'}\mathbf{v}_{n,m'}` and (16)
-      :math:`\sum_{m'} (1 - A_{n,\tilde{m}m'})\mathbf{v}_{n,m'}`; (17)-(19) are
-      unchanged. It costs :math:`O(N V^2 d)`; ``scale`` and ``rows`` do not apply.
+      in (22): ``"layernorm"`` (literal: learnable gain and bias) or
+      ``"layernorm_nobias"`` (learnable gain, no bias: a bias is one vector added
+      to every node, users and items alike, so its product with the items is a
+      score term that is the same for every user and moves every user's ranking at once).
 
     Args:
         channels: embedding width :math:`d`.
@@ -131,16 +110,13 @@ class PosNegAttention(nn.Module):
             (18); 1 is PyTorch's default, :math:`1/\sqrt{d}` (the default
             here) starts every output row at unit norm instead of
             :math:`\sqrt{d}`.
-        scale: ``"sqrt_n"``, ``"centered"`` or ``"l2"`` (above).
-        view_norm: ``"layernorm"``, ``"layernorm_plain"``, ``"layernorm_nobias"``
-            or ``"l2"`` (above).
-        axis: ``"dims"`` or ``"views"`` (above).
+        scale: ``"sqrt_n"`` or ``"l2"`` (above).
+        view_norm: ``"layernorm"`` or ``"layernorm_nobias"`` (above).
 
     Shapes:
         - **input:** ``num_views`` tensors :math:`(N, d)`
         - **output:** :math:`(N, d)`; with ``return_attention=True`` also one
-          :math:`(d, d)` map per view (``axis="views"``: one :math:`(N, V)` map per
-          view, row :math:`n` the weights node :math:`n`'s query gives the views)
+          :math:`(d, d)` map per view
     """
 
     def __init__(
@@ -153,12 +129,8 @@ class PosNegAttention(nn.Module):
         norm_gain: Optional[float] = None,
         scale: str = "sqrt_n",
         view_norm: str = "layernorm",
-        axis: str = "dims",
     ) -> None:
         super().__init__()
-        if axis not in ATTENTION_AXES:
-            raise ValueError(f"axis must be one of {ATTENTION_AXES}, got {axis!r}")
-        self.axis = axis
         if mode not in ATTENTION_MODES:
             raise ValueError(f"mode must be one of {ATTENTION_MODES}, got {mode!r}")
         if scale not in ATTENTION_SCALES:
@@ -186,13 +158,8 @@ class PosNegAttention(nn.Module):
         self.value = per_view(lambda: nn.Linear(d, d, bias=False))
         self.out = per_view(lambda: nn.Linear(d, d, bias=False))  # W_o
         self.inner_norm = per_view(lambda: nn.LayerNorm(d))
-        if view_norm == "l2":
-            self.outer_scale = nn.Parameter(torch.empty(num_views))
-        else:
-            affine = view_norm != "layernorm_plain"
-            bias = view_norm == "layernorm"
-            self.outer_norm = per_view(lambda: nn.LayerNorm(d, elementwise_affine=affine, bias=bias))
-        if scale == "l2" and axis == "dims":
+        self.outer_norm = per_view(lambda: nn.LayerNorm(d, bias=view_norm == "layernorm"))
+        if scale == "l2":
             self.temperature = nn.Parameter(torch.empty(num_views))
         if mode == "posneg":
             self.alpha_pos = nn.Parameter(torch.empty(()))
@@ -208,9 +175,7 @@ class PosNegAttention(nn.Module):
                 module.reset_parameters()
                 module.weight.data.fill_(self.norm_gain)
         with torch.no_grad():
-            if self.view_norm == "l2":
-                self.outer_scale.fill_(self.norm_gain * self.channels ** 0.5)
-            if "temperature" in self._parameters:  # created for the l2-scaled map over dims
+            if self.scale == "l2":
                 self.temperature.fill_(1.0)
         if self.mode == "posneg":
             with torch.no_grad():
@@ -222,8 +187,6 @@ class PosNegAttention(nn.Module):
         r"""The :math:`d \times d` map of (15) from explicit ``[N, d]`` queries and keys,
         each row summing to one (``scale`` as in the class; a reference for the
         fused computation in :meth:`forward`)."""
-        if scale == "centered":
-            query, key = query - query.mean(0), key - key.mean(0)
         if scale == "l2":
             logits = nn.functional.normalize(query, dim=0).t() @ nn.functional.normalize(key, dim=0)
             return torch.softmax(logits * temperature, dim=-1)
@@ -241,13 +204,11 @@ class PosNegAttention(nn.Module):
         :math:`\mathbf{Q}^\top\mathbf{K} = \mathbf{W}_q(\hat{\mathbf{E}}_{fus}^\top
         \hat{\mathbf{E}}_{\tilde{m}})\mathbf{W}_k^\top`: one pass over the nodes for all views
         (:math:`\hat{\mathbf{E}}_{fus}^\top [\hat{\mathbf{E}}_{\tilde{m}_1}, \dots]` is one
-        product), no :math:`n \times d` query or key; the centring and the column norms of
+        product), no :math:`n \times d` query or key; the column norms of
         :math:`\mathbf{Q}, \mathbf{K}` come from :math:`d \times d` Gram matrices too.
         """
         num_views, n, d = by_view.shape
         cross = (fused.t() @ wide).view(d, num_views, d).transpose(0, 1)
-        if self.scale == "centered":
-            cross = cross - fused.sum(0).view(1, d, 1) * wide.sum(0).view(num_views, 1, d) / n
         logits = torch.bmm(torch.bmm(w_q, cross), w_k.transpose(1, 2))
         if self.scale != "l2":
             return logits / math.sqrt(n)
@@ -257,13 +218,6 @@ class PosNegAttention(nn.Module):
         k_norm = k_norm.clamp_min(1e-24).sqrt()
         scale = self.temperature.view(-1, 1, 1) / (q_norm.unsqueeze(2) * k_norm.unsqueeze(1))
         return logits * scale
-
-    def _normalize_view(self, v: int, x: Tensor) -> Tensor:
-        """The outer normalisation of (18) for view ``v`` (``view_norm``)."""
-        if self.view_norm == "l2":
-            return nn.functional.normalize(x, dim=-1) * self.outer_scale[v]
-        out = self.outer_norm[v](x)
-        return out * self.norm_gain if self.view_norm == "layernorm_plain" else out
 
     def forward(
         self, views: Union[Sequence[Tensor], Tensor], return_attention: bool = False, rows: Optional[Tensor] = None
@@ -294,8 +248,6 @@ class PosNegAttention(nn.Module):
                 raise ValueError(f"expected {self.num_views} views, got {len(views)}")
             wide, by_view = torch.cat(list(views), dim=-1), torch.stack(list(views))
         fused = self.fuse(wide)
-        if self.axis == "views":
-            return self._forward_views(fused, by_view, return_attention)
         if rows is not None:
             fused_rows, wide_rows, by_view_rows = fused[rows], wide[rows], by_view[:, rows]
         else:
@@ -318,38 +270,13 @@ class PosNegAttention(nn.Module):
         summed (19). Each view's layer norms are fused kernels, forward and backward."""
         total: Optional[Tensor] = None
         for v, (view, o) in enumerate(zip(by_view.unbind(0), out.unbind(0))):
-            e = self._normalize_view(v, self.inner_norm[v](o) + view)
+            e = self.outer_norm[v](self.inner_norm[v](o) + view)
             total = e if total is None else total + e
         assert total is not None
         return total
-
-    def _forward_views(
-        self, fused: Tensor, by_view: Tensor, return_attention: bool
-    ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
-        """(15)-(19) with ``axis="views"``: per node, each view's query attends over all views."""
-        num_views, n, d = by_view.shape
-        w_q, w_k, w_v, w_o = (self._stacked(name) for name in ("query", "key", "value", "out"))
-        query = torch.matmul(fused, w_q.transpose(1, 2))  # [V, N, d]
-        key = torch.bmm(by_view, w_k.transpose(1, 2))
-        value = torch.bmm(by_view, w_v.transpose(1, 2))
-        # logits[n, m, m'] = q_{n,m} . k_{n,m'} / sqrt(d): a batched [V, d] x [d, V] product per node.
-        logits = torch.bmm(query.transpose(0, 1), key.permute(1, 2, 0)) / math.sqrt(d)
-        attn = torch.softmax(logits, dim=-1)  # [N, V, V]
-        value_n = value.transpose(0, 1)  # [N, V, d]
-        pos = torch.bmm(attn, value_n)  # (15)
-        if self.mode == "posneg":
-            # (16): sum_m' (1 - A) v = sum_m' v - (15); then (17).
-            out = (self.alpha_pos - self.alpha_neg) * pos + self.alpha_neg * value_n.sum(1, keepdim=True)
-        else:
-            out = pos
-        out = torch.bmm(out.transpose(0, 1), w_o.transpose(1, 2))  # [V, N, d]
-        total = self._residual_sum(by_view, out)
-        return (total, list(attn.unbind(1))) if return_attention else total
 
     def __repr__(self) -> str:
         extra = "" if (self.scale, self.view_norm) == ("sqrt_n", "layernorm") else (
             f", scale={self.scale!r}, view_norm={self.view_norm!r}"
         )
-        if self.axis != "dims":
-            extra += f", axis={self.axis!r}"
         return f"{self.__class__.__name__}({self.channels}, num_views={self.num_views}, mode={self.mode!r}{extra})"

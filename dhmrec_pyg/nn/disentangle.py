@@ -213,10 +213,6 @@ class ModalityDisentangler(nn.Module):
         in_channels: feature width :math:`d_m` of each modality, in order.
         out_channels: code width :math:`d_k`.
         disentangle: ``False`` for the *w/o DIS* ablation.
-        detach_gate: the gate of (3) reads a detached copy of the ID table, so
-            that the multimodal losses do not move the ID embeddings through
-            it (a reading: the paper says the ID embedding *guides* the gate,
-            not whether it learns from it).
 
     Shapes:
         - **input:** :math:`|\mathcal{M}|` feature tensors :math:`(I, d_m)`
@@ -225,7 +221,7 @@ class ModalityDisentangler(nn.Module):
     """
 
     def __init__(
-        self, in_channels: Sequence[int], out_channels: int, disentangle: bool = True, detach_gate: bool = False
+        self, in_channels: Sequence[int], out_channels: int, disentangle: bool = True
     ) -> None:
         super().__init__()
         in_channels = [int(c) for c in in_channels]
@@ -238,7 +234,6 @@ class ModalityDisentangler(nn.Module):
         self.in_channels = in_channels
         self.out_channels = int(out_channels)
         self.disentangle = bool(disentangle)
-        self.detach_gate = bool(detach_gate)
         d = self.out_channels
         self.projections = nn.ModuleList(nn.Linear(c, d, bias=False) for c in in_channels)
         if self.disentangle:
@@ -292,8 +287,7 @@ class ModalityDisentangler(nn.Module):
         encoded = torch.baddbmm(bias, z, weight.transpose(1, 2))
         commons, private = encoded[..., :d], encoded[..., d:]
         # (3): all gates read the same guide, so they are one [I, M * d] product.
-        guide = item_id_emb.detach() if self.detach_gate else item_id_emb
-        gate = torch.sigmoid(F.linear(guide, torch.cat([g.weight for g in self.gates]),
+        gate = torch.sigmoid(F.linear(item_id_emb, torch.cat([g.weight for g in self.gates]),
                                       torch.cat([g.bias for g in self.gates])))
         specific = private * gate.view(-1, num_m, d).transpose(0, 1)
         orth = orthogonality_loss(commons, specific)  # (6), [M]

@@ -9,12 +9,12 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from dhmrec_pyg.models.base import OPTION_ALIASES, resolve_aliases
+from dhmrec_pyg.checks import at_least, check_types, in_range, positive
+from dhmrec_pyg.errors import ConfigError
+from dhmrec_pyg.models.base import OPTION_ALIASES, GraphConfig, resolve_aliases
 from dhmrec_pyg.training.sampler import NEGATIVE_POOLS
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names it."""
+__all__ = ["ConfigError", "GraphConfig", "TrainConfig"]
 
 
 @dataclass
@@ -50,6 +50,13 @@ class TrainConfig:
     the way to its parameter, so 0.99 averages over roughly the last 100 steps. Gradients
     and the optimiser are unchanged; what is evaluated changes, so it is part of a run's
     identity.
+
+    ``graph`` (a :class:`~dhmrec_pyg.models.base.GraphConfig`) says how the run builds and
+    stores its model's graphs (KNN cache, self loops, exact search limit, sparse layout); its
+    fields are set like any other (``--set knn_cache_dir=none``).
+
+    Every field is checked when the config is made (types, then ranges), with an error naming
+    ``TrainConfig.<field>`` and the value.
     """
 
     model: str = "dhmrec"
@@ -71,18 +78,31 @@ class TrainConfig:
     compile: str = "none"
     compile_backend: str = "inductor"
     ema_decay: float = 0.0
+    graph: GraphConfig = field(default_factory=GraphConfig)
 
     def __post_init__(self) -> None:
-        if self.negatives not in NEGATIVE_POOLS:
-            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_POOLS)}, got {self.negatives!r}")
-        if self.optimizer_impl not in OPTIMIZER_IMPLS:
-            raise ValueError(f"optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}, "
-                             f"got {self.optimizer_impl!r}")
+        if isinstance(self.graph, dict):
+            self.graph = GraphConfig(**self.graph)
         self.compile = compile_mode(self.compile)
-        if not isinstance(self.compile_backend, str) or not self.compile_backend.strip():
-            raise ValueError(f"compile_backend must be a torch.compile backend name, got {self.compile_backend!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_types(self)
+        at_least(self, 1, "epochs", "batch_size", "patience", "eval_batch_size")
+        at_least(self, 0, "num_threads")
+        positive(self, "lr")
+        in_range(self, "ema_decay", 0.0, 1.0, high_open=True)
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"TrainConfig.ks must be a non-empty list of cut-offs >= 1, got {self.ks!r}")
+        for name in ("model", "dataset", "device", "valid_metric"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"TrainConfig.{name} must not be empty, got {getattr(self, name)!r}")
+        if self.negatives not in NEGATIVE_POOLS:
+            raise ConfigError(f"TrainConfig.negatives must be one of {', '.join(NEGATIVE_POOLS)}, "
+                              f"got {self.negatives!r}")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ConfigError(f"TrainConfig.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}, "
+                              f"got {self.optimizer_impl!r}")
+        if not self.compile_backend.strip():
+            raise ConfigError(f"TrainConfig.compile_backend must be a torch.compile backend name, "
+                              f"got {self.compile_backend!r}")
 
 
 #: Values of ``TrainConfig.optimizer_impl`` (see :func:`~dhmrec_pyg.training.trainer.build_optimizer`).
@@ -106,7 +126,7 @@ def compile_mode(value: Any) -> str:
     text = "none" if value is None else str(value).strip().lower()
     text = _COMPILE_WORDS.get(text, text)
     if text not in COMPILE_MODES:
-        raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+        raise ConfigError(f"TrainConfig.compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {value!r}")
     return text
 
 
@@ -143,10 +163,20 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
     Raises:
         ConfigError: naming ``key`` and the offending value.
     """
-    if isinstance(value, str) and typ is not str:
-        value = _parse_scalar(value)
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
+    if dataclasses.is_dataclass(typ):
+        if isinstance(value, typ):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key!r} expects a mapping of {typ.__name__} options, got {value!r}")
+        return build_dataclass(typ, value, key)
+    if origin is typing.Literal:  # the config's own check names the choices
+        return value
+    if origin is typing.Union and type(None) not in args:  # e.g. a number or a word: parse the text
+        return _parse_scalar(value) if isinstance(value, str) else value
+    if isinstance(value, str) and typ is not str:
+        value = _parse_scalar(value)
     if origin is typing.Union and type(None) in args:  # Optional[T]: None, or a T
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
             return None
@@ -183,12 +213,23 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
 
 
 def build_dataclass(cls: type, values: Dict[str, Any], where: str) -> Any:
-    """Instantiate the dataclass ``cls`` from a dict, checking keys and types."""
+    """Instantiate the dataclass ``cls`` from a dict, checking keys and types.
+
+    A ``preset`` key picks one of the named constructors of a config that has them
+    (``DHMRecConfig.presets()``: ``default``, ``paper``); the other keys set options on top of it.
+    """
     types = _field_types(cls)
     try:
         values = resolve_aliases(cls, values)  # e.g. FREEDOM's dropout -> keep_ratio
     except ValueError as exc:
         raise ConfigError(f"{where} option: {exc}") from None
+    presets = getattr(cls, "presets", None)
+    if presets is not None and "preset" in values:
+        values = dict(values)
+        name = values.pop("preset")
+        if name not in presets():
+            raise ConfigError(f"{where} option 'preset' must be one of {', '.join(presets())}, got {name!r}")
+        values = {**dataclasses.asdict(presets()[name]()), **values}
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
@@ -218,14 +259,17 @@ def apply_overrides(
 ) -> Tuple[TrainConfig, Any]:
     """Apply ``key=value`` overrides to a train config and a model config.
 
-    A key may be qualified (``train.lr``, ``model.num_layers``) or bare; a bare
-    key is looked up in the model's options first, then the training options.
+    A key may be qualified (``train.lr``, ``model.num_layers``, ``graph.knn_cache_dir``) or bare;
+    a bare key is looked up in the model's options first, then the graph options
+    (:class:`~dhmrec_pyg.models.base.GraphConfig`, kept in ``TrainConfig.graph``), then the
+    training options.
 
     Returns:
         The new ``TrainConfig`` and the model config dataclass instance.
     """
     train_types = _field_types(TrainConfig)
     model_types = _field_types(model_cls_config)
+    graph_types = _field_types(GraphConfig)
     train_values = dataclasses.asdict(train)
     try:
         model_values = resolve_aliases(model_cls_config, model_values)
@@ -233,8 +277,8 @@ def apply_overrides(
         raise ConfigError(f"model option: {exc}") from None
     for key, value in split_overrides(pairs):
         section, _, name = key.rpartition(".")
-        if section not in ("", "train", "model"):
-            raise ConfigError(f"--set {key}: section must be 'train' or 'model', got {section!r}")
+        if section not in ("", "train", "model", "graph"):
+            raise ConfigError(f"--set {key}: section must be 'train', 'model' or 'graph', got {section!r}")
         if section in ("", "model") and name not in model_types and name in OPTION_ALIASES:
             target, convert = OPTION_ALIASES[name]
             if target in model_types:  # another name of a model option: set that option
@@ -246,10 +290,12 @@ def apply_overrides(
                     f"its options are: {', '.join(sorted(model_types))}"
                 )
             model_values[name] = coerce(value, model_types[name], name)
-        elif name in train_types:
+        elif name in graph_types and section in ("", "graph", "train"):
+            train_values["graph"][name] = coerce(value, graph_types[name], name)
+        elif name in train_types and section != "graph":
             train_values[name] = coerce(value, train_types[name], name)
         else:
-            known = sorted(set(train_types) | set(model_types))
+            known = sorted((set(train_types) - {"graph"}) | set(model_types) | set(graph_types))
             raise ConfigError(f"--set {key}: unknown option {name!r}; known: {', '.join(known)}")
     return (
         build_dataclass(TrainConfig, train_values, "training"),

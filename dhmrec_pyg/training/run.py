@@ -25,9 +25,15 @@ from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
 def load_data(cfg: TrainConfig) -> HeteroData:
     """Load the dataset a config names (a synthetic profile, a name under ``data_root``, or a folder)."""
-    from dhmrec_pyg.data import load_dataset
+    return open_data(cfg).data
 
-    return load_dataset(cfg.dataset, root=cfg.data_root)
+
+def open_data(cfg: TrainConfig) -> Any:
+    """The dataset a config names with the folder its caches go to
+    (:func:`~dhmrec_pyg.data.open_dataset`)."""
+    from dhmrec_pyg.data import open_dataset
+
+    return open_dataset(cfg.dataset, root=cfg.data_root)
 
 
 def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Dict[str, Any]]:
@@ -293,10 +299,11 @@ def build_run(cfg: TrainConfig, model_cfg: Any, data: Optional[HeteroData] = Non
     run's seed, then builds the model (so its initial weights are the run's). Shared by
     :func:`run_once`, :func:`load_run` and ``dhmrec train --resume``.
     """
+    folder = None
     if data is None:
-        data = load_data(cfg)
+        data, folder = open_data(cfg)
     seed_everything(cfg.seed)
-    return data, build_model(cfg.model, data, model_cfg)
+    return data, build_model(cfg.model, data, model_cfg, cfg.graph.resolved(folder))
 
 
 def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:

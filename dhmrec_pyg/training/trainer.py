@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.models import MODELS, Recommender
-from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.models.base import EDGE, GraphConfig
 from dhmrec_pyg.schema import as_interaction_graph, split_edge_index
 from dhmrec_pyg.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -170,11 +170,11 @@ def adam_flags(resolved: str) -> Dict[str, bool]:
     return {"foreach": resolved == "foreach", "fused": resolved == "fused"}
 
 
-def build_model(name: str, data: HeteroData, model_config: Any) -> Recommender:
-    """Instantiate the registered model ``name`` on ``data``."""
+def build_model(name: str, data: HeteroData, model_config: Any, graph: Optional[GraphConfig] = None) -> Recommender:
+    """Instantiate the registered model ``name`` on ``data`` (graphs built as ``graph`` says)."""
     if name not in MODELS:
         raise ConfigError(f"model: unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](data, model_config)
+    return MODELS[name](data, model_config, graph=graph)
 
 
 @dataclass
