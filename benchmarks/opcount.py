@@ -254,7 +254,7 @@ def build_default(name: str, data: Any, batch_size: Optional[int] = None, seed: 
 
     cls = MODELS[name]
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    config = cls.config_class(**({"knn_cache_dir": "none"} if "knn_cache_dir" in fields else {}))
+    config = cls.config_class()  # built from a graph: no KNN cache
     train = TrainConfig(model=name)
     seed_everything(seed)
     model = build_model(name, data, config)

@@ -154,6 +154,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.set_num_threads(threads)
     from dhmrec_pyg.data import load_mmrec
     from dhmrec_pyg.models import MODELS
+from dhmrec_pyg.models.base import GraphConfig
     from dhmrec_pyg.models.base import EDGE
     from dhmrec_pyg.schema import modality_names
     from dhmrec_pyg.training.config import TrainConfig, apply_overrides
@@ -174,8 +175,8 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         section, _, key = pair.split("=", 1)[0].strip().rpartition(".")
         known = key in model_fields or (section != "model" and key in train_fields)
         (sets if known else ignored).append(pair)
-    if "knn_cache_dir" in model_fields and not any(s.split("=", 1)[0].strip().endswith("knn_cache_dir")
-                                                   for s in sets):
+    train_fields |= {f.name for f in dataclasses.fields(GraphConfig)}
+    if not any(s.split("=", 1)[0].strip().endswith("knn_cache_dir") for s in sets):
         sets.insert(0, "knn_cache_dir=none")  # time the KNN build, never read or write a cache
     train_cfg, model_cfg = apply_overrides(train_cfg, {}, cls.config_class, sets)
 
@@ -191,7 +192,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     seed_everything(train_cfg.seed)
     t0 = time.perf_counter()
-    model = build_model(model_name, data, model_cfg)
+    model = build_model(model_name, data, model_cfg, train_cfg.graph)
     build_s = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
     if cuda:
@@ -226,6 +227,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "shape": shape,
         "random_features": random_features,
         "model_config": dataclasses.asdict(model_cfg),
+        "graph_config": dataclasses.asdict(train_cfg.graph),
         "batch_size": int(train_cfg.batch_size),
         "ignored_sets": ignored,
         "parameters": int(params),

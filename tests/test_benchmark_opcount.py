@@ -30,7 +30,7 @@ def test_nested_operators_are_not_top_level():
 
 def _step(name, data):
     torch.manual_seed(0)
-    model = MODELS[name](data, MODELS[name].config_class(knn_cache_dir="none")
+    model = MODELS[name](data, MODELS[name].config_class()
                          if name == "freedom" else MODELS[name].config_class())
     sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), 64)
     return (opcount.count_step(model, sampler, impl="loop"), opcount.count_step(model, sampler, foreach=True),

@@ -40,7 +40,7 @@ def test_speed_benchmark_tiny(tmp_path, capsys):
                 speed.extrapolate(r["batch_seconds"][:speed.EXTRAPOLATION_CHECK], row["batches_per_epoch"]))
     lo, hi = rows["lightgcn"]["ratio_range"]
     assert 0 < lo <= rows["lightgcn"]["ratio_to_freedom"] <= hi
-    assert rows["freedom"]["model_config"]["knn_cache_dir"] == "none"  # the KNN build is timed, not cached
+    assert rows["freedom"]["graph_config"]["knn_cache_dir"] == "none"  # the KNN build is timed, not cached
     env = result["environment"]
     for key in ("cpu", "cores", "gpu", "torch", "torch_geometric", "faiss"):
         assert env[key]

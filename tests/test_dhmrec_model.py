@@ -1,6 +1,8 @@
 """The DHMRec model: equations (22)-(25), ablation switches, gradients, training through the Trainer."""
 
 import pytest
+
+from dhmrec_pyg.training.config import build_dataclass
 import torch
 from torch.testing import assert_close
 
@@ -23,9 +25,9 @@ def data():
     return d
 
 
-def build(data, seed=0, **overrides):
+def build(data, seed=0, preset="default", **overrides):
     torch.manual_seed(seed)
-    return DHMRec(data, DHMRecConfig(embedding_dim=8, knn_k=4, knn_cache_dir="none", **overrides))
+    return DHMRec(data, DHMRecConfig.presets()[preset](embedding_dim=8, knn_k=4, **overrides))
 
 
 def batch(data, seed=0, size=32):
@@ -179,8 +181,9 @@ def test_ln_gain_sets_the_initial_scale_of_the_multimodal_rows(data):
         n_one = one().user_mm.norm(dim=-1).mean()
     # 3 views, each row normalised: about 3 * sqrt(8) with gain one, 3 with gain 1/sqrt(8).
     assert_close(n_one / n_unit, torch.tensor(8 ** 0.5), rtol=0.05, atol=0)
-    assert DHMRecConfig(ln_gain="0.5").layer_norm_gain() == 0.5
-    for bad in ("zero", "-1", "0"):
+    assert DHMRecConfig(ln_gain=0.5).layer_norm_gain() == 0.5
+    assert build_dataclass(DHMRecConfig, {"ln_gain": "0.5"}, "model").ln_gain == 0.5  # YAML / --set text
+    for bad in ("zero", "0.5", -1.0, 0.0):  # in Python a number is a number, not its text
         with pytest.raises(ValueError, match="ln_gain"):
             DHMRecConfig(ln_gain=bad)
 
@@ -197,8 +200,6 @@ def test_dhmrec_beats_lightgcn_on_the_demo_at_equal_budget(tmp_path):
             cfg = TrainConfig(model=name, dataset="demo", epochs=10, progress=False, seed=seed)
             torch.manual_seed(seed)
             model_cfg = MODELS[name].config_class()
-            if name == "dhmrec":
-                model_cfg.knn_cache_dir = "none"
             model = MODELS[name](demo, model_cfg)
             valid[name].append(Trainer(model, demo, cfg, None, model_cfg).fit()["valid"]["recall@20"])
     assert sum(valid["dhmrec"]) > 1.1 * sum(valid["lightgcn"]), valid

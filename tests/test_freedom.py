@@ -25,7 +25,7 @@ def data():
 
 def build(data, seed=0, **overrides):
     torch.manual_seed(seed)
-    return FREEDOM(data, FREEDOMConfig(embedding_dim=8, knn_k=K, knn_cache_dir="none", **overrides))
+    return FREEDOM(data, FREEDOMConfig(embedding_dim=8, knn_k=K, **overrides))
 
 
 def batch(data, seed=0, size=32):

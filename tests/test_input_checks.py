@@ -8,8 +8,7 @@ import torch
 from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import make_synthetic, write_mmrec
 from dhmrec_pyg.errors import DataError
-from dhmrec_pyg.models.base import ItemGraphConfig
-from dhmrec_pyg.models.dhmrec import DHMRecConfig
+from dhmrec_pyg.models.base import GraphConfig
 from dhmrec_pyg.nn.graph import normalized_adjacency
 from dhmrec_pyg.nn.item_graph import user_item_adjacency
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator
@@ -45,13 +44,13 @@ def test_graph_builders_report_the_item_id_not_the_homogeneous_index() -> None:
 
 
 def test_knn_cache_dir_none_means_no_cache() -> None:
-    data = make_synthetic("tiny")
-    data.folder = "/somewhere"
-    for cfg in (ItemGraphConfig(knn_cache_dir=None), DHMRecConfig(knn_cache_dir=None)):  # type: ignore[arg-type]
-        assert cfg.knn_cache_path(data) is None
-    assert ItemGraphConfig(knn_cache_dir=Path("/x")).knn_cache_path(data) == Path("/x")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="knn_cache_dir .* got 3"):
-        ItemGraphConfig(knn_cache_dir=3).knn_cache_path(data)  # type: ignore[arg-type]
+    for value in ("", "none", "None", "auto"):  # "auto" unresolved (no data set folder): no cache
+        assert GraphConfig(knn_cache_dir=value).cache_path() is None
+    assert GraphConfig(knn_cache_dir=Path("/x")).cache_path() == Path("/x")  # type: ignore[arg-type]
+    assert GraphConfig().resolved(Path("/d")).cache_path() == Path("/d/knn_cache")
+    assert GraphConfig(knn_cache_dir="none").resolved(Path("/d")).cache_path() is None
+    with pytest.raises(ValueError, match=r"GraphConfig.knn_cache_dir must be a string, got 3"):
+        GraphConfig(knn_cache_dir=3)  # type: ignore[arg-type]
 
 
 def test_multimodal_model_without_features_is_a_one_line_error(

@@ -22,7 +22,7 @@ def build(name, data):
     cls = MODELS[name]
     cfg = cls.config_class(embedding_dim=8)
     if hasattr(cfg, "knn_k"):
-        cfg.knn_k, cfg.knn_cache_dir = 4, "none"
+        cfg.knn_k = 4
     return cls(data, cfg)
 
 
@@ -56,20 +56,23 @@ def test_cli_accepts_model(name, tmp_path):
 
 def test_auto_knn_cache_lives_in_a_named_datasets_processed_folder(tmp_path, monkeypatch):
     import dhmrec_pyg.nn.knn as knn
-    from dhmrec_pyg.data import load_dataset
+    from dhmrec_pyg.data import load_dataset, open_dataset
+    from dhmrec_pyg.models.base import GraphConfig
     from dhmrec_pyg.training.trainer import build_model
 
-    data = load_dataset("synthetic-tiny", root=tmp_path)
+    data, folder = open_dataset("synthetic-tiny", root=tmp_path)
     cache = tmp_path / "synthetic-tiny" / "processed" / "knn_cache"
-    assert data.folder == str(cache.parent)
-    first = build_model("freedom", data, MODELS["freedom"].config_class())  # knn_cache_dir="auto"
+    assert folder == cache.parent.resolve()
+    graph = GraphConfig().resolved(folder)  # knn_cache_dir="auto": the data set's processed folder
+    first = build_model("freedom", data, MODELS["freedom"].config_class(), graph)
     assert len(list(cache.glob("knn-*.npz"))) == 2  # one graph per modality
 
     def no_search(*args, **kwargs):
         raise AssertionError("the KNN search ran although its cache was there")
 
     monkeypatch.setattr(knn, "_search", no_search)
-    again = build_model("freedom", load_dataset("synthetic-tiny", root=tmp_path), MODELS["freedom"].config_class())
+    again = build_model("freedom", load_dataset("synthetic-tiny", root=tmp_path), MODELS["freedom"].config_class(), graph)
     assert torch.equal(first.ii_adj.to_dense(), again.ii_adj.to_dense())
     # A folder loaded by path records no folder: "auto" caches nothing for it.
-    assert getattr(load_dataset(tmp_path / "synthetic-tiny"), "folder", None) is None
+    assert open_dataset(tmp_path / "synthetic-tiny").cache_folder is None
+    assert GraphConfig().resolved(None).cache_path() is None

@@ -202,7 +202,7 @@ class _Stop:
 def _dhmrec_trainer(data, out: Path, epochs: int = 3) -> Trainer:
     cfg = TrainConfig(model="dhmrec", dataset="synthetic-tiny", epochs=epochs, batch_size=512,
                       progress=False, device="cpu")
-    model_cfg = DHMRecConfig(embedding_dim=16, keep_ratio=0.5, knn_k=5, knn_cache_dir="none")
+    model_cfg = DHMRecConfig(embedding_dim=16, keep_ratio=0.5, knn_k=5)
     seed_everything(cfg.seed)
     model = build_model("dhmrec", data, model_cfg)
     return Trainer(model, data, cfg, out, model_cfg)

@@ -183,6 +183,15 @@ class ItemGraphConfig(ModelConfig):
         at_least(self, 1, "knn_k")
         at_least(self, 0, "num_ui_layers", "num_ii_layers")
 
+    def check_keep_ratio_and_beta(self) -> None:
+        """``keep_ratio`` in (0, 1] and ``beta`` in [0, 1], the errors naming FREEDOM's names too
+        (``dropout = 1 - keep_ratio``, ``image_weight = beta``)."""
+        name, keep, beta = type(self).__name__, getattr(self, "keep_ratio"), getattr(self, "beta")
+        if not 0.0 < keep <= 1.0:
+            raise ConfigError(f"{name}.keep_ratio must be in (0, 1] (dropout = 1 - keep_ratio in [0, 1)), got {keep!r}")
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"{name}.beta (image_weight) must be in [0, 1], got {beta!r}")
+
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     r"""Bayesian personalised ranking loss, equation (24) of the DHMRec paper.

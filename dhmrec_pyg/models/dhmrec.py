@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.checks import at_least, in_range, positive
+from dhmrec_pyg.checks import at_least, positive
 from dhmrec_pyg.models.base import (
     EDGE,
     GraphConfig,
@@ -112,8 +112,7 @@ class DHMRecConfig(ItemGraphConfig):
     def check(self) -> None:
         """Ranges: ``keep_ratio`` in (0, 1], ``beta`` in [0, 1], weights not negative, a positive gain."""
         super().check()
-        in_range(self, "keep_ratio", 0.0, 1.0, low_open=True)
-        in_range(self, "beta", 0.0, 1.0)
+        self.check_keep_ratio_and_beta()
         at_least(self, 0, "alpha_mm", "gamma_dis", "gamma_kl")
         if not isinstance(self.ln_gain, str):
             positive(self, "ln_gain")

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from dhmrec_pyg.checks import in_range
 from dhmrec_pyg.models.base import (
     EDGE,
     GraphConfig,
@@ -72,8 +71,7 @@ class FREEDOMConfig(ItemGraphConfig):
     def check(self) -> None:
         """Ranges: ``keep_ratio`` in (0, 1] (``dropout`` in [0, 1)), ``beta`` in [0, 1]."""
         super().check()
-        in_range(self, "keep_ratio", 0.0, 1.0, low_open=True)
-        in_range(self, "beta", 0.0, 1.0)
+        self.check_keep_ratio_and_beta()
 
 
 class FREEDOMOutput(NamedTuple):

@@ -283,6 +283,9 @@ def apply_overrides(
             target, convert = OPTION_ALIASES[name]
             if target in model_types:  # another name of a model option: set that option
                 name, value = target, convert(coerce(value, float, name))
+        if name == "preset" and section in ("", "model") and hasattr(model_cls_config, "presets"):
+            model_values["preset"] = value  # a named constructor (build_dataclass), the rest on top
+            continue
         if section == "model" or (section == "" and name in model_types):
             if name not in model_types:
                 raise ConfigError(
