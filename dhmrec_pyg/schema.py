@@ -306,6 +306,10 @@ def as_interaction_graph(
                 )
             continue
         complete = complete and new is not None and old is not None and splits[split].dtype == torch.long
+    _check_not_empty(train, num_users, num_items, given)
+    if require_splits:
+        for split, ei in splits.items():
+            _check_held_out_disjoint(train, ei, split, num_items)  # type: ignore[arg-type]
     if given == EDGE_TYPE and complete:
         return data
     out = copy.copy(data)
@@ -318,6 +322,34 @@ def as_interaction_graph(
             out[split_edge_type(split)].edge_index = ei
             out[EDGE_TYPE][_legacy_attr(split)] = ei
     return out
+
+
+def _check_not_empty(train: Tensor, num_users: int, num_items: int, given: EdgeType) -> None:
+    """Refuse a graph without users, items or training interactions (nothing to train or rank)."""
+    if num_users == 0 or num_items == 0 or train.size(1) == 0:
+        raise DataError(
+            f"the graph has {num_users} users, {num_items} items and {train.size(1)} training "
+            f"interactions in data[{given!r}].edge_index: a model needs at least one of each"
+        )
+
+
+def _check_held_out_disjoint(train: Tensor, held_out: Tensor, split: str, num_items: int) -> None:
+    """Refuse validation or test pairs that are also training pairs: training items are masked
+    when ranking, so such a pair could never be found and would lower the metrics silently."""
+    if held_out.numel() == 0:
+        return
+    train_keys = train[0].long() * num_items + train[1].long()
+    keys = held_out[0].long() * num_items + held_out[1].long()
+    shared = torch.isin(keys, train_keys)
+    count = int(shared.sum())
+    if count:
+        first = int(shared.nonzero()[0, 0])
+        user, item = int(held_out[0, first]), int(held_out[1, first])
+        raise DataError(
+            f"{count} of the {keys.numel()} {split} interactions are also training interactions "
+            f"(e.g. user {user}, item {item}); training items are never ranked, so these could "
+            f"never be found: remove them from the {split} split"
+        )
 
 
 def _rename(out: HeteroData, given: EdgeType) -> None:

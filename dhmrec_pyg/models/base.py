@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
@@ -231,24 +232,40 @@ def l2_reg(*embeddings: Tensor) -> Tensor:
 
 def item_modalities(data: HeteroData, model: str) -> List[str]:
     """Sorted modality names of ``data`` (item attributes ``x_<modality>``), checked for a
-    multimodal model: at least one modality, each a ``[num_items, d_m]`` matrix.
+    multimodal model: at least one modality, each a finite ``[num_items, d_m]`` matrix.
+
+    Item attributes that look like features but are not named ``x_<modality>`` (a plain ``x``,
+    ``image``...) are not used: a warning names them.
 
     Raises:
         DataError: (a ``ValueError``) naming the model and the dataset, when there are no
-            features or a feature matrix has the wrong shape.
+            features, or naming the modality when a feature matrix has the wrong shape or holds
+            NaN or infinite values (with the first such item row).
     """
     names = modality_names(data)
+    num_items = int(data["item"].num_nodes)
+    ignored = [key for key, value in data["item"].items() if not key.startswith("x_")
+               and isinstance(value, Tensor) and value.dim() == 2 and value.size(0) == num_items
+               and value.is_floating_point()]
+    if ignored and names:
+        warnings.warn(f"item attributes {ignored} are not used by {model!r}: item features must be named "
+                      f"x_<modality> (found {['x_' + n for n in names]})", stacklevel=3)
     if not names:
         dataset = getattr(data, "name", "") or "<unnamed>"
+        hint = f" (item attributes {ignored} are not: rename them x_<modality>, e.g. x_image)" if ignored else ""
         raise DataError(
             f"model {model!r} needs item features, but dataset {dataset!r} has none "
-            "(no *_feat.npy files / item attributes x_<modality>); use 'lightgcn' or 'bpr' instead"
+            f"(no *_feat.npy files / item attributes x_<modality>{hint}); use 'lightgcn' or 'bpr' instead"
         )
-    num_items = int(data["item"].num_nodes)
     for m in names:
         x = data["item"][f"x_{m}"]
         if x.dim() != 2 or x.size(0) != num_items:
             raise DataError(f"item feature x_{m} must have shape [{num_items}, d_m], got {tuple(x.shape)}")
+        finite = torch.isfinite(x).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            raise DataError(f"item feature x_{m} holds NaN or infinite values: {int((~finite).sum())} item rows, "
+                            f"the first is item {row}")
     return names
 
 
