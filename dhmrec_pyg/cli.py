@@ -1,4 +1,16 @@
-"""Command line: ``dhmrec train`` (and ``--resume``) and ``dhmrec evaluate``."""
+"""Command line ``dhmrec``, one subcommand per task:
+
+* ``dhmrec train``: train a model and report its test metrics at the best validation epoch
+  (``--resume RUN_FOLDER`` continues a run, ``--seeds`` repeats it, ``--grid`` searches
+  hyper-parameters, ``--nproc`` spreads it over processes);
+* ``dhmrec evaluate RUN_FOLDER``: validation and test metrics of a saved run's best checkpoint;
+* ``dhmrec recommend RUN_FOLDER``: each user's top-K items, written as CSV or Parquet;
+* ``dhmrec plot RUN_FOLDER``: a run's (or a grid's) figures as PNG files;
+* ``dhmrec prepare INTERACTIONS OUT_FOLDER``: your own interactions and item features turned into a
+  dataset folder that ``train`` reads.
+
+Without a subcommand, ``dhmrec`` runs ``train`` (DHMRec on the built-in demo data).
+"""
 from __future__ import annotations
 
 import argparse

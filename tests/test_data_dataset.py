@@ -120,6 +120,27 @@ def test_known_name_warns_on_cached_load_too(tmp_path: Path) -> None:
     assert not ds.processed_now
 
 
+def test_data_warnings_are_kept_with_the_cache_and_given_on_every_load(tmp_path: Path) -> None:
+    folder = _toy(tmp_path)
+    with open(folder / "toy.inter", "a") as f:
+        f.write("0\t1\t0\n")  # a repeated (user, item) pair, on line 8
+    with pytest.warns(UserWarning, match=r"dropped 1 duplicate.*user 0, item 1 on line 8") as first:
+        ds = MMRecDataset(tmp_path, "toy")
+    assert ds.processed_now and len([w for w in first if "duplicate" in str(w.message)]) == 1
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=r"dropped 1 duplicate.*user 0, item 1 on line 8") as again:
+            cached = MMRecDataset(tmp_path, "toy")
+        assert not cached.processed_now and len([w for w in again if "duplicate" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match=r"dropped 1 duplicate"):
+        load_dataset("toy", root=tmp_path)
+    # A clean dataset's cache records no warning and gives none.
+    _toy(tmp_path, name="clean")
+    MMRecDataset(tmp_path, "clean")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not MMRecDataset(tmp_path, "clean").processed_now
+
+
 def test_load_dataset_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "data"
     _toy(root, name="mine")

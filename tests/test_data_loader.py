@@ -238,7 +238,20 @@ def test_object_array_refused_cleanly(tmp_path: Path) -> None:
 def test_garbage_npy(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, HEADER + GOOD_ROWS)
     (folder / "image_feat.npy").write_bytes(b"definitely not numpy")
-    with pytest.raises(DataError, match=r"image_feat\.npy: cannot be loaded as a plain \.npy array"):
+    with pytest.raises(DataError, match=r"image_feat\.npy: not a NumPy file") as err:
+        load_mmrec(folder)
+    assert "pickle" not in str(err.value)
+
+
+def test_text_file_named_npy_is_not_a_numpy_file(tmp_path: Path) -> None:
+    """A CSV saved as ``.npy`` is reported as what it is, not as pickled data."""
+    folder = make_folder(tmp_path, HEADER + GOOD_ROWS)
+    (folder / "image_feat.npy").write_text("0.1,0.2\n0.3,0.4\n0.5,0.6\n")
+    with pytest.raises(DataError, match=r"^image_feat\.npy: not a NumPy file \(.*text") as err:
+        load_mmrec(folder)
+    assert "pickle" not in str(err.value)
+    (folder / "image_feat.npy").write_bytes(b"")
+    with pytest.raises(DataError, match=r"^image_feat\.npy: not a NumPy file \(the file is empty\)"):
         load_mmrec(folder)
 
 

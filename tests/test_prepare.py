@@ -240,6 +240,41 @@ def test_csv_features_without_header(tmp_path: Path) -> None:
     assert ids == ["7", "3"] and x.dtype == np.float32 and x.tolist() == [[1, 2], [3, 4]]
     path = _write_csv(tmp_path / "g.csv", ["item", "0", "1"], [["7", 1, 2]])
     assert read_item_features(path)[0] == ["7"]
+    path = _write_csv(tmp_path / "h.csv", ["asin", "a", "b"], [["7", 1, 2]])
+    assert read_item_features(path, item_col="ASIN")[0] == ["7"]  # the item column's name, any case
+
+
+def test_a_bad_first_row_is_an_error_not_a_guessed_header(tmp_path: Path) -> None:
+    """A header-less file whose first row holds a bad value: error naming file, line and column."""
+    path = _write_csv(tmp_path / "f.csv", [], [["7", 1, "n/a"], ["3", 3, 4], ["5", 5, 6]])
+    with pytest.raises(DataError, match=r"f\.csv: non-numeric feature 'n/a' for item '7' on line 1, feature column 1"):
+        read_item_features(path)
+    inter = _write_csv(tmp_path / "i.csv", ["user", "item"], [["a", "7"], ["a", "3"], ["b", "5"], ["b", "7"]])
+    with pytest.raises(DataError, match=r"f\.csv: non-numeric feature 'n/a' .* line 1"):
+        prepare_dataset(inter, tmp_path / "out", features={"image": path})
+    assert not (tmp_path / "out").exists()
+    # A header whose first field is not an ID name is data too, unless declared.
+    named = _write_csv(tmp_path / "n.csv", ["sku", "f0", "f1"], [["7", 1, 2], ["3", 3, 4]])
+    with pytest.raises(DataError, match=r"n\.csv: non-numeric feature 'f0' for item 'sku' on line 1.*header=True"):
+        read_item_features(named)
+    ids, x = read_item_features(named, header=True)
+    assert ids == ["7", "3"] and x.tolist() == [[1, 2], [3, 4]]
+    report = prepare_dataset(inter, tmp_path / "out", features={"image": named}, feature_header=True)
+    assert report.modalities["image"].rows_used == 2 and report.modalities["image"].filled == 1
+    # header=False reads a first row named like a header as data, and says so when it is not numbers.
+    with pytest.raises(DataError, match=r"g\.csv: non-numeric feature '0x' for item 'item' on line 1, feature column 0$"):
+        read_item_features(_write_csv(tmp_path / "g.csv", ["item", "0x"], [["7", 1]]), header=False)
+
+
+def test_a_text_file_named_npz_is_not_a_numpy_file(tmp_path: Path) -> None:
+    (tmp_path / "t.npz").write_text("item,f0\n7,1.0\n")
+    with pytest.raises(DataError, match=r"t\.npz: not an \.npz archive \(not a NumPy file at all") as err:
+        read_item_features(tmp_path / "t.npz")
+    assert "pickle" not in str(err.value)
+    np.save(tmp_path / "a.npy", np.ones((2, 2)))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(DataError, match=r"a\.npz: not an \.npz archive \(it holds a single \.npy array\)"):
+        read_item_features(tmp_path / "a.npz")
 
 
 def test_parquet_input(tmp_path: Path) -> None:

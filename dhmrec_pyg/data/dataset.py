@@ -16,11 +16,11 @@ from torch_geometric.data import HeteroData, InMemoryDataset
 from ..files import atomic_write
 from ..schema import EDGE_TYPE, modality_names, split_edge_index, split_edge_type
 from .errors import DataError
-from .io import check_known_statistics, find_mmrec_files, load_mmrec
+from .io import find_mmrec_files, load_mmrec
 
 __all__ = ["MMRecDataset", "load_dataset"]
 
-_CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v2"
+_CACHE_FORMAT = "dhmrec_pyg.mmrec-cache.v3"
 _HASH_CONTENT_LIMIT = 8 * 2**20  # raw files up to 8 MiB are fingerprinted by content
 
 
@@ -52,6 +52,7 @@ def _fingerprint(paths: list[Path]) -> str:
 
 
 def _check_plain_name(name: str, what: str = "dataset name") -> None:
+    """Refuse a ``name`` that is empty, ``.``/``..`` or holds a path separator (it could leave the root)."""
     if (
         not name
         or name in (".", "..")
@@ -69,6 +70,7 @@ def _payload_sha256(obj: dict) -> str:
     h = hashlib.sha256()
 
     def feed(name: str, value: object) -> None:
+        """Hash one entry (recursing into dicts) under its path ``name``."""
         if isinstance(value, dict):
             for k in sorted(value):
                 feed(f"{name}/{k}", value[k])
@@ -84,11 +86,12 @@ def _payload_sha256(obj: dict) -> str:
     return h.hexdigest()
 
 
-def _to_plain(data: HeteroData, key: str = "") -> dict:
+def _to_plain(data: HeteroData, key: str = "", notes: list[str] | None = None) -> dict:
     """The graph as a dict of tensors, ints and strings (loadable with ``weights_only=True``).
 
-    ``key`` is the fingerprint of the raw files the graph was built from; ``checksum``
-    is :func:`_payload_sha256` of everything else, so that a corrupted file is detected.
+    ``key`` is the fingerprint of the raw files the graph was built from; ``notes`` are the
+    warnings building it gave (shown again on every load of the cache); ``checksum`` is
+    :func:`_payload_sha256` of everything else, so that a corrupted file is detected.
     """
     item = data["item"]
     obj = {
@@ -101,20 +104,29 @@ def _to_plain(data: HeteroData, key: str = "") -> dict:
         "val_edge_index": split_edge_index(data, "val"),
         "test_edge_index": split_edge_index(data, "test"),
         "features": {m: item[f"x_{m}"] for m in modality_names(data)},
+        "warnings": list(notes or []),
     }
     obj["checksum"] = _payload_sha256(obj)
     return obj
 
 
-def _from_plain(obj: object, path: Path, key: str | None = None) -> HeteroData:
+def _from_plain(obj: object, path: Path, key: str | None = None) -> tuple[HeteroData, list[str]]:
+    """The graph of a cache dict written by :func:`_to_plain`, and the warnings recorded with it.
+
+    Raises:
+        DataError: naming ``path`` for a foreign, stale (``key`` differs), corrupted or malformed cache.
+    """
     keys = {"format", "key", "checksum", "name", "num_users", "num_items", "edge_index", "val_edge_index",
-            "test_edge_index", "features"}
+            "test_edge_index", "features", "warnings"}
     if not isinstance(obj, dict) or obj.get("format") != _CACHE_FORMAT or set(obj) != keys:
         raise DataError(f"{path}: not a {_CACHE_FORMAT} cache file")
     if key is not None and obj["key"] != key:
         raise DataError(f"{path}: stale cache (built from other raw files: key {obj['key']!r}, expected {key!r})")
     if not isinstance(obj["features"], dict) or obj["checksum"] != _payload_sha256(obj):
         raise DataError(f"{path}: cache checksum mismatch (the file is corrupted)")
+    notes = obj["warnings"]
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise DataError(f"{path}: cache entry 'warnings' is malformed")
     data = HeteroData()
     data.name = obj["name"]
     data["user"].num_nodes = int(obj["num_users"])
@@ -130,7 +142,20 @@ def _from_plain(obj: object, path: Path, key: str | None = None) -> HeteroData:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.size(0) != data["item"].num_nodes:
             raise DataError(f"{path}: cache entry for modality {modality!r} is malformed")
         data["item"][f"x_{modality}"] = x
-    return data
+    return data, notes
+
+
+def _load_recording(folder: str, name: str) -> tuple[HeteroData, list[str]]:
+    """:func:`load_mmrec` of ``folder``, and the messages of the :class:`UserWarning` s it gave.
+
+    Every warning is passed on as well (after the call), under the caller's warning filters.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_mmrec(folder, name)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return data, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
 class MMRecDataset(InMemoryDataset):
@@ -146,7 +171,9 @@ class MMRecDataset(InMemoryDataset):
 
     The cache file also records that fingerprint and a SHA-256 checksum of its contents; a cache
     whose fingerprint does not match the raw files (stale) or whose checksum does not match its
-    contents (corrupted) is reported with a warning and rebuilt, never used.
+    contents (corrupted) is reported with a warning and rebuilt, never used. The warnings that
+    building the graph gave (duplicate pairs dropped, counts that differ from a known benchmark's)
+    are kept in the cache and given again on every load, not only the first.
 
     The cache is a plain dict of tensors written with :func:`torch.save` and read back with
     ``torch.load(weights_only=True)`` and no fallback: unlike PyG's own ``InMemoryDataset.save`` /
@@ -201,8 +228,9 @@ class MMRecDataset(InMemoryDataset):
             data = self._fresh
             self._fresh = None
         else:
-            data = self._load_cache(Path(self.processed_paths[0]))
-            check_known_statistics(data, name)
+            data, notes = self._load_cache(Path(self.processed_paths[0]))
+            for note in notes:  # what building the graph warned about, on every load
+                warnings.warn(note, UserWarning, stacklevel=2)
         self.data = data
         self.slices = None
 
@@ -231,10 +259,15 @@ class MMRecDataset(InMemoryDataset):
 
     @property
     def _cache_prefix(self) -> str:
+        """``data_``, or ``<name>.data_`` in a ``processed_dir`` of the caller's choice."""
         return "data_" if self._processed_dir is None else f"{self.name}.data_"
 
     def _process(self) -> None:
-        # Replaces PyG's Dataset._process, which unpickles pre_transform.pt with weights_only=False.
+        """Build the graph unless a cache file exists (and caching is on, and no reload is forced).
+
+        Replaces PyG's ``Dataset._process``, which unpickles ``pre_transform.pt`` with
+        ``weights_only=False``.
+        """
         if self.cache and not self.force_reload and all(os.path.isfile(p) for p in self.processed_paths):
             return
         self.process()
@@ -242,7 +275,7 @@ class MMRecDataset(InMemoryDataset):
     def process(self) -> None:
         """Build the graph with :func:`load_mmrec` and cache it (best effort if not writable;
         not at all with ``cache=False``)."""
-        data = load_mmrec(self.raw_dir, self._inter_path.stem)
+        data, notes = _load_recording(self.raw_dir, self._inter_path.stem)
         self._fresh = data
         self.processed_now = True
         target = Path(self.processed_paths[0])
@@ -261,7 +294,7 @@ class MMRecDataset(InMemoryDataset):
                 warnings.warn(f"processed_dir {target.parent}: not writable; no cache", stacklevel=2)
             return
         try:
-            atomic_write(target, lambda f: torch.save(_to_plain(data, self._key), f))
+            atomic_write(target, lambda f: torch.save(_to_plain(data, self._key, notes), f))
         except OSError as e:
             warnings.warn(f"{target}: could not write the processed cache ({e})", stacklevel=2)
             return
@@ -272,7 +305,9 @@ class MMRecDataset(InMemoryDataset):
                 except OSError:
                     pass
 
-    def _load_cache(self, path: Path) -> HeteroData:
+    def _load_cache(self, path: Path) -> tuple[HeteroData, list[str]]:
+        """The cached graph and its recorded warnings; a bad cache is reported and rebuilt instead
+        (its warnings then already given: none returned)."""
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             return _from_plain(obj, path, self._key)
@@ -281,7 +316,7 @@ class MMRecDataset(InMemoryDataset):
             self.process()
             data, self._fresh = self._fresh, None
             assert data is not None
-            return data
+            return data, []
 
 
 class OpenedDataset(NamedTuple):

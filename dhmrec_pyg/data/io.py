@@ -38,6 +38,7 @@ __all__ = [
     "find_mmrec_files",
     "load_mmrec",
     "modalities",
+    "numpy_file_kind",
     "read_features",
     "read_inter",
     "write_mmrec",
@@ -236,6 +237,37 @@ def read_inter(path: str | Path) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Feature files
 # ----------------------------------------------------------------------------------------------
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive, or an empty one (what np.load looks for)
+
+
+def numpy_file_kind(path: str | Path) -> str:
+    """What a file is, from its first bytes, before numpy is asked to load it.
+
+    Without this check ``np.load`` takes any file that is neither an ``.npy`` array nor a zip
+    archive for a pickle, and refuses it as "pickled data", which misleads about a text file.
+
+    Returns:
+        ``'npy'`` (the ``.npy`` magic string), ``'npz'`` (a zip archive), ``'empty'``, or
+        ``'other'`` (e.g. a text file).
+
+    Raises:
+        DataError: naming ``path`` if it cannot be read.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    if not head:
+        return "empty"
+    if head == _NPY_MAGIC:
+        return "npy"
+    if head.startswith(_ZIP_MAGICS):
+        return "npz"
+    return "other"
+
+
 def read_features(path: str | Path) -> np.ndarray:
     """Load and validate one modality feature file as a C-contiguous float32 matrix.
 
@@ -246,12 +278,18 @@ def read_features(path: str | Path) -> np.ndarray:
         float32 array ``[num_rows, dim]``.
 
     Raises:
-        DataError: if numpy cannot load the file without pickle, if it is not a 2-D integer or
-            floating array with at least one column, or if any value is NaN or infinite (also after
-            conversion to float32).
+        DataError: if the file is not an ``.npy`` file (text, say, or an ``.npz`` archive), if numpy
+            cannot load it without pickle, if it is not a 2-D integer or floating array with at least
+            one column, or if any value is NaN or infinite (also after conversion to float32).
     """
     path = Path(path)
     fname = path.name
+    kind = numpy_file_kind(path)
+    if kind == "npz":
+        raise DataError(f"{fname}: expected a single .npy array, found an .npz archive; save it with np.save")
+    if kind != "npy":
+        what = "the file is empty" if kind == "empty" else "it lacks the .npy header: a text file, say"
+        raise DataError(f"{fname}: not a NumPy file ({what}); save the 2-D array with np.save")
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError, ... for bad files
