@@ -1,8 +1,12 @@
-"""The library's input-data error, shared by every layer that checks data where it enters."""
+"""The library's error types, shared by every layer: bad input data and bad settings.
+
+They sit at the bottom of the package (they import nothing of it), so that any module can
+raise them without importing a layer above its own.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DataError"]
+__all__ = ["ConfigError", "DataError"]
 
 
 class DataError(ValueError):
@@ -12,4 +16,11 @@ class DataError(ValueError):
     user can find and fix the problem without reading a traceback, e.g.
     ``"tiktok.inter: column 'itemID' must hold non-negative integers, found '-3' on line 17"``.
     The command line prints it as a one-line error.
+    """
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it.
+
+    Also importable as :class:`dhmrec_pyg.training.config.ConfigError` (the same class).
     """
