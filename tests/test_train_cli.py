@@ -2,12 +2,15 @@
 import csv
 import json
 import statistics
-from collections import defaultdict
 
 import pytest
 import torch
 
 from dhmrec_pyg.cli import main
+from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.schema import split_edge_index
+from dhmrec_pyg.training.run import load_run
+from tests.recount import recall_precision_by_hand
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +25,9 @@ def _train(tmp_path, data_root, *extra, name="run"):
 
 
 def _test_recall_precision_by_hand(run_folder, k):
-    """Mean Recall@k and Precision@k on the test split of a saved run, counted with Python sets over
-    the users that have a test item and a training item."""
-    from dhmrec_pyg.models.base import EDGE
-    from dhmrec_pyg.schema import split_edge_index
-    from dhmrec_pyg.training.run import load_run
-
+    """Mean Recall@k and Precision@k of a saved run's best model on its test split, by hand."""
     run = load_run(run_folder)
-    trained = set(run.data[EDGE].edge_index[0].tolist())
-    truth = defaultdict(set)
-    for user, item in split_edge_index(run.data, "test").t().tolist():
-        truth[user].add(item)
-    users = sorted(u for u in truth if u in trained)
-    top = run.model.recommend(users, k=k).items.tolist()
-    found = [len(set(items) & truth[u]) for u, items in zip(users, top)]
-    return (statistics.fmean(f / len(truth[u]) for f, u in zip(found, users)),
-            statistics.fmean(f / k for f in found))
+    return recall_precision_by_hand(run.model, run.data[EDGE].edge_index, split_edge_index(run.data, "test"), k)
 
 
 def test_train_writes_a_complete_run_folder(tmp_path, data_root):
