@@ -1,4 +1,8 @@
-"""The library's input-data error, shared by every layer that checks data where it enters."""
+"""The library's error types, shared by every layer: bad input data and bad settings.
+
+They sit at the bottom of the package (they import nothing of it), so that any module can
+raise them without importing a layer above its own.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from dhmrec_pyg.training.config import ConfigError
+from dhmrec_pyg.errors import ConfigError
 
 
 def _pyplot():

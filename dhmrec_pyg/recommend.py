@@ -12,14 +12,12 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import files as dfiles
+from dhmrec_pyg.errors import ConfigError
 from dhmrec_pyg.models.base import Recommender
+from dhmrec_pyg.ranking import FAISS_MIN_ITEMS, top_k
 from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph
-from dhmrec_pyg.training.config import ConfigError
-from dhmrec_pyg.training.evaluate import csr_index, gather_rows
 
-#: Above this many items, top-K search goes through a faiss inner-product index
-#: instead of a dense users x items score matrix.
-FAISS_MIN_ITEMS = 100_000
+__all__ = ["FAISS_MIN_ITEMS", "read_user_file", "recommend", "write_recommendations"]
 
 
 @torch.no_grad()
@@ -36,9 +34,9 @@ def recommend(
     """Top-``k`` items per user, never an item the user interacted with in training.
 
     Items are ranked by the model's score (equation (23): the inner product of
-    final embeddings). Items that have features but no training interaction
-    are ranked like any other: a multimodal model gives them embeddings from
-    their features.
+    final embeddings) by :func:`dhmrec_pyg.ranking.top_k`. Items that have features
+    but no training interaction are ranked like any other: a multimodal model gives
+    them embeddings from their features.
 
     Args:
         model: a trained :class:`~dhmrec_pyg.models.Recommender`.
@@ -50,8 +48,8 @@ def recommend(
         batch_size: users scored at once on the dense path.
         use_faiss: search a faiss ``IndexFlatIP`` over the item embeddings
             instead of scoring densely; default: only for catalogues of at
-            least :data:`FAISS_MIN_ITEMS` items. Needs a model whose score is
-            the plain inner product.
+            least :data:`~dhmrec_pyg.ranking.FAISS_MIN_ITEMS` items. Needs a model
+            whose score is the plain inner product.
         edge_type: the interaction edge type of a graph with its own names
             (``(user type, relation, item type)``); only with a ``HeteroData``.
 
@@ -59,59 +57,18 @@ def recommend(
         ``(users [U], items [U, k], scores [U, k])`` as NumPy arrays, best first.
     """
     if k < 1:
-        raise ConfigError(f"--k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     if isinstance(train_edge_index, HeteroData):
         train_edge_index = as_interaction_graph(train_edge_index, edge_type)[EDGE_TYPE].edge_index
     elif edge_type is not None:
         raise ConfigError("edge_type= needs the training graph (a HeteroData), not an edge_index tensor")
-    model.eval()
-    user_emb, item_emb = model.embeddings()
-    num_users, num_items = user_emb.size(0), item_emb.size(0)
-    if k > num_items:
-        raise ConfigError(f"--k {k} exceeds the number of items ({num_items})")
-    all_users = np.arange(num_users) if users is None else np.asarray(list(users), dtype=np.int64)
-    bad = all_users[(all_users < 0) | (all_users >= num_users)]
-    if bad.size:
-        raise ConfigError(f"user id {int(bad[0])} is out of range (0..{num_users - 1})")
-    rowptr, seen = csr_index(train_edge_index.cpu(), num_users)
     inner_product = type(model).score is Recommender.score
-    if use_faiss is None:
-        use_faiss = inner_product and num_items >= FAISS_MIN_ITEMS
     if use_faiss and not inner_product:
         raise ConfigError(f"{type(model).__name__} does not score by inner product: faiss search is not exact")
-    if use_faiss:
-        return _recommend_faiss(user_emb, item_emb, all_users, rowptr.numpy(), seen.numpy(), k)
-    out_items = np.empty((all_users.size, k), dtype=np.int64)
-    out_scores = np.empty((all_users.size, k), dtype=np.float32)
-    for start in range(0, all_users.size, batch_size):
-        batch = all_users[start : start + batch_size]
-        scores = model.score(user_emb[torch.from_numpy(batch).to(user_emb.device)], item_emb)
-        rows, cols = gather_rows(rowptr, seen, torch.from_numpy(batch))
-        scores[rows.to(scores.device), cols.to(scores.device)] = -float("inf")
-        top = torch.topk(scores, k, dim=1)
-        out_items[start : start + batch.size] = top.indices.cpu().numpy()
-        out_scores[start : start + batch.size] = top.values.float().cpu().numpy()
-    return all_users, out_items, out_scores
-
-
-def _recommend_faiss(user_emb: Tensor, item_emb: Tensor, users: np.ndarray, rowptr: np.ndarray,
-                     seen: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import faiss
-
-    items = np.ascontiguousarray(item_emb.float().cpu().numpy())
-    index = faiss.IndexFlatIP(items.shape[1])
-    index.add(items)
-    queries = np.ascontiguousarray(user_emb.float().cpu().numpy()[users])
-    degree = rowptr[users + 1] - rowptr[users]
-    depth = int(min(items.shape[0], k + (degree.max() if degree.size else 0)))
-    scores, cand = index.search(queries, depth)
-    out_items = np.empty((users.size, k), dtype=np.int64)
-    out_scores = np.empty((users.size, k), dtype=np.float32)
-    for row, u in enumerate(users):
-        keep = ~np.isin(cand[row], seen[rowptr[u] : rowptr[u + 1]])
-        out_items[row] = cand[row][keep][:k]
-        out_scores[row] = scores[row][keep][:k]
-    return users, out_items, out_scores
+    model.eval()
+    user_emb, item_emb = model.embeddings()
+    return top_k(user_emb, item_emb, train_edge_index, k, users, batch_size,
+                 score_fn=None if inner_product else model.score, use_faiss=use_faiss)
 
 
 def write_recommendations(path: str | Path, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Path:

@@ -1,5 +1,8 @@
 """The accuracy benchmark assembles a table from per-model selections (tiny synthetic smoke run)."""
 import json
+import statistics
+
+import pytest
 
 from benchmarks import accuracy
 
@@ -14,8 +17,19 @@ def test_accuracy_table_on_a_tiny_profile(tmp_path):
     assert [r["model"] for r in report["rows"]] == ["lightgcn", "bpr"]
     for row in report["rows"]:
         assert row["seeds"] == [0, 1]
-        assert 0.0 <= row["recall@20"]["mean"] <= 1.0 and row["recall@20"]["std"] >= 0.0
-        assert row["peak_rss_mib"] > 0
+        per_model = json.loads((results / f"synthetic-tiny_{row['model']}_acc.json").read_text())
+        assert row["peak_rss_mib"] == per_model["peak_rss_mib"]
+        # mean and std over the seeds' own test results (the chosen grid run is its seed's run)
+        folder = runs / f"synthetic-tiny_{row['model']}_acc"
+        per_seed = []
+        for seed in (0, 1):
+            path = folder / "best_seeds" / f"seed_{seed}" / "metrics.json"
+            metrics = json.loads((path if path.is_file() else folder / per_model["best_run"] / "metrics.json")
+                                 .read_text())
+            assert metrics["seed"] == seed
+            per_seed.append(metrics["test"]["recall@20"])
+        assert row["recall@20"]["mean"] == pytest.approx(statistics.fmean(per_seed))
+        assert row["recall@20"]["std"] == pytest.approx(statistics.stdev(per_seed))
     text = (results / "accuracy_synthetic-tiny.md").read_text()
     assert "| lightgcn | num_layers=2 |" in text and "Machine:" in text
     assert "BPR negatives: drawn from the items with at least one training interaction" in text

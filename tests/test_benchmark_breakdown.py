@@ -1,6 +1,9 @@
 """benchmarks/breakdown.py: every timed part of DHMRec's step is reached, the KL's arithmetic is right,
 the wrapped model code is restored, and the files are written."""
 import json
+import statistics
+
+import pytest
 
 from benchmarks import breakdown
 from dhmrec_pyg.models import dhmrec as dhmrec_module
@@ -19,12 +22,16 @@ def test_breakdown_times_every_part_and_writes_its_files(tmp_path):
     assert seconds[breakdown.KL_PART] > 0
     assert seconds["step"] >= seconds["forward"] + seconds["backward"] > seconds["forward"] > 0
     assert len(result["dhmrec"]["step_seconds"]) == len(result["freedom"]["step_seconds"]) == 2
-    assert result["freedom"]["seconds"]["step"] > 0 and result["dhmrec"]["paired_ratio"] > 0
+    for name in ("dhmrec", "freedom"):  # a part's time is the median over the recorded steps
+        assert result[name]["seconds"]["step"] == pytest.approx(statistics.median(result[name]["step_seconds"]))
+    pairs = zip(result["dhmrec"]["step_seconds"], result["freedom"]["step_seconds"])
+    assert result["dhmrec"]["paired_ratio"] == pytest.approx(statistics.median(a / b for a, b in pairs))
     kl = result["dhmrec"]["kl"]
     # the six products of both sides: 2 sides x 3 products x 2 * users * items * d
     assert kl["items"] == 150 and kl["dim"] == 64 and 0 < kl["users"] <= 200
     assert abs(kl["gflop"] - 12 * kl["users"] * kl["items"] * kl["dim"] / 1e9) < 1e-9
-    assert kl["gemm_gflops"] > 0 and kl["gemm_floor_seconds"] > 0
+    assert kl["gemm_floor_seconds"] == pytest.approx(kl["gflop"] / kl["gemm_gflops"])  # the work at that rate
+    assert kl["achieved_gflops"] == pytest.approx(kl["gflop"] / seconds[breakdown.KL_PART])
     text = (out / "breakdown_synthetic-tiny.md").read_text()
     assert "| **DHMRec step** |" in text and "FREEDOM step" in text and "Machine:" in text
 

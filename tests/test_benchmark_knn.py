@@ -22,11 +22,27 @@ def test_knn_benchmark_tiny(tmp_path):
     result = json.loads((tmp_path / "knn.json").read_text())
     rows = {(r["items"], r["method"]): r for r in result["rows"]}
     assert set(rows) == {(2000, "exact"), (2000, "hnsw"), (5000, "exact"), (5000, "hnsw")}
-    for r in rows.values():
-        assert 0.0 <= r["recall"] <= 1.0
-        assert r["seconds"] > 0 and r["peak_mib"] >= 0
+    for (n, method), r in rows.items():  # each row's figures are those its measurement gave
+        d = r["detail"]
+        assert r["recall_sample"] == d["sample"] == 50
+        if not r["extrapolated"]:
+            assert (r["seconds"], r["peak_mib"], r["recall"]) == (d["seconds"], d["peak_mib"], d["recall"])
+            chk = d["extrapolation_check"]
+            assert r["extrapolation_check"]["extrapolated_seconds"] == chk["seconds"]
+            assert r["extrapolation_check"]["ratio_to_measured"] == pytest.approx(chk["seconds"] / d["seconds"])
+        else:
+            assert r["measured_partial_peak_mib"] == d["peak_mib"] <= r["peak_mib"]
     assert rows[2000, "exact"]["recall"] == 1.0  # library exact == brute force on the sample
     assert rows[2000, "hnsw"]["recall"] > 0.8
+    assert rows[5000, "exact"]["recall"] == 1.0 and rows[5000, "hnsw"]["recall"] > 0.8
+    # an extrapolated time is the sum of its measured parts, each scaled as the note says
+    d = rows[5000, "exact"]["detail"]
+    assert rows[5000, "exact"]["seconds"] == pytest.approx(
+        d["prepare_seconds"] + d["sample_search_seconds"] * 5000 / d["queries"])
+    d, m = rows[5000, "hnsw"]["detail"], 2000
+    assert rows[5000, "hnsw"]["seconds"] == pytest.approx(
+        d["build_seconds"] * (5000 * np.log(5000)) / (m * np.log(m))
+        + d["sample_search_seconds"] / d["queries"] * 5000 * np.log(5000) / np.log(m))
     assert not rows[2000, "exact"]["extrapolated"] and not rows[2000, "hnsw"]["extrapolated"]
     assert rows[2000, "exact"]["edges"] == 2000 * 5
     assert rows[5000, "exact"]["extrapolated"] and "extrapolated from 50 queries" in rows[5000, "exact"]["note"]
@@ -46,5 +62,22 @@ def test_worker_in_a_fresh_process():
             "seed": 0, "mode": "hnsw", "hnsw": {"M": 32, "efConstruction": 80, "efSearch": 128}}
     r = knn_bench._run_worker(spec)
     assert r["items"] == 1500 and r["edges"] == 1500 * 4 and r["sample"] == 30
-    assert 0.0 <= r["recall"] <= 1.0 and 0.0 <= r["extrapolation_check"]["recall"] <= 1.0
-    assert r["peak_mib"] >= 0 and r["seconds"] > 0
+    # HNSW with the library's parameters finds nearly all exact neighbours of 1500 items, both as
+    # knn_graph builds it and as the sampled check rebuilds it
+    assert r["recall"] > 0.9 and r["extrapolation_check"]["recall"] > 0.9
+    chk = r["extrapolation_check"]
+    assert chk["queries"] == 30
+    assert chk["seconds"] == pytest.approx(chk["build_seconds"] + chk["sample_search_seconds"] * 1500 / 30)
+
+
+def test_recall_and_peak_memory_on_known_cases():
+    truth = [{1, 2, 3, 4}, {5, 6}]
+    assert knn_bench.recall([{1, 2, 9}, {5, 6}], truth) == 4 / 6
+    assert knn_bench.recall([set(), set()], truth) == 0.0
+    assert knn_bench.recall([set()], [set()]) == 1.0  # nothing to find
+    mem = knn_bench.PeakMemory()
+    if not mem.reset:
+        pytest.skip("the peak resident memory cannot be reset here")
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, every page written
+    assert 60 <= mem.peak_growth_mib() < 64 + 60
+    del block

@@ -1,5 +1,7 @@
 """benchmarks.paired: runs compared user by user, with standard errors of the paired differences."""
 import json
+import math
+import statistics
 
 import pytest
 import torch
@@ -31,7 +33,12 @@ def test_paired_file_reports_each_run_and_the_difference_with_the_first(two_runs
         assert row["comparison"]["test"]["ndcg"]["mean"] == pytest.approx(m["test"]["ndcg@20"], abs=1e-6)
     diff = rows[1]["comparison"]["test"]["recall_diff"]
     want = rows[1]["comparison"]["test"]["recall"]["mean"] - rows[0]["comparison"]["test"]["recall"]["mean"]
-    assert diff["mean"] == pytest.approx(want, abs=1e-9) and diff["se"] > 0
+    assert diff["mean"] == pytest.approx(want, abs=1e-9)
+    # the standard error of the user-by-user differences: their sample std over sqrt(users)
+    per_user = [paired.per_user_metrics(folder, 20)["test"]["recall"] for folder in two_runs]
+    deltas = (per_user[1] - per_user[0]).tolist()
+    assert diff["users"] == len(deltas) > 1
+    assert diff["se"] == pytest.approx(statistics.stdev(deltas) / math.sqrt(len(deltas)))
     assert "recall_diff" not in rows[0]["comparison"]["test"]
     text = (tmp_path / "cmp.md").read_text()
     assert "seed" in text and "±" in text

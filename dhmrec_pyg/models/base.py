@@ -18,6 +18,7 @@ from dhmrec_pyg.nn.graph import normalized_adjacency
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS
 from dhmrec_pyg.nn.pruning import degree_sensitive_prune
 from dhmrec_pyg.nn.sparse import SparseAdjacency
+from dhmrec_pyg.ranking import top_k
 from dhmrec_pyg.schema import EDGE_TYPE, as_interaction_graph, modality_names
 
 #: The interaction edge type (defined once, in :mod:`dhmrec_pyg.schema`).
@@ -415,7 +416,8 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         Ranks all items by :meth:`score` of the :meth:`embeddings` (in ``eval()``
         mode, in which the model is left), with the training interactions the
         model was built from (``train_edge_index``) masked out. The ranking is
-        :func:`dhmrec_pyg.recommend.recommend`, which ``dhmrec recommend`` runs.
+        :func:`dhmrec_pyg.ranking.top_k`, which ``dhmrec recommend`` runs too
+        (:func:`dhmrec_pyg.recommend.recommend`).
 
         Args:
             users: user ids (a tensor or a sequence); default: all users.
@@ -428,11 +430,12 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
         Raises:
             ValueError: ``k`` < 1 or above the number of items, or a user id out of range.
         """
-        from dhmrec_pyg.recommend import recommend  # imported here: that module imports the models
-
-        if isinstance(users, Tensor):
-            users = users.flatten().tolist()
-        out = recommend(self, self.train_edge_index, k=k, users=users, batch_size=batch_size)
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        self.eval()
+        user_emb, item_emb = self.embeddings()
+        score_fn = None if type(self).score is Recommender.score else self.score
+        out = top_k(user_emb, item_emb, self.train_edge_index, k, users, batch_size, score_fn=score_fn)
         return TopK(*(torch.from_numpy(a) for a in out))
 
     def diagnostics(self, generator: Optional[torch.Generator] = None) -> Dict[str, float]:

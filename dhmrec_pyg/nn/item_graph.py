@@ -13,7 +13,8 @@ from torch_geometric.utils import spmm
 
 from dhmrec_pyg.nn.graph import bipartite_norm_weights, is_torch_sparse, sparse_matrix, sym_norm_weights
 from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
-from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
+from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
+from dhmrec_pyg.nn.sparse import PairedSpMM
 from dhmrec_pyg.schema import check_edge_index, modality_names
 
 #: Modality names read as "visual-like" by :func:`common_view_weights`.

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
@@ -104,25 +103,4 @@ class _ScriptableLightGCNConv(LightGCNConv):
 
     def __prepare_scriptable__(self) -> "_ScriptableLightGCNConv":
         return self
-
-
-class PairedSpMM(torch.autograd.Function):
-    """``A @ X`` for a sparse ``A`` whose transpose ``A_t`` is kept alongside it.
-
-    The backward pass is ``A_t @ grad``: the transpose is built once (when the
-    graph is), not converted from ``A`` on every backward pass as
-    ``torch.sparse.mm`` does (for a CSR tensor, a conversion each time). A
-    normalised user-item or item-item adjacency is symmetric: pass it as both
-    ``A`` and ``A_t``.
-    """
-
-    @staticmethod
-    def forward(ctx, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(adj_t)
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (adj_t,) = ctx.saved_tensors
-        return None, None, torch.sparse.mm(adj_t, grad)
 

@@ -6,8 +6,8 @@ from typing import Optional, Tuple, Union
 from torch import Tensor, nn
 from torch_geometric.typing import Adj
 
-from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv, PairedSpMM
-from dhmrec_pyg.nn.sparse import SparseAdjacency
+from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
+from dhmrec_pyg.nn.sparse import PairedSpMM, SparseAdjacency
 
 
 class LightGCNPropagation(nn.Module):

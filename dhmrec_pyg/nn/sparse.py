@@ -31,17 +31,27 @@ def _coo_product(index: Tensor, value: Tensor, x: Tensor, num_rows: int) -> Tens
     return torch.sparse.mm(adj, x)
 
 
-class _SparseProduct(torch.autograd.Function):
-    """``A @ x`` for ``torch.sparse`` ``A`` and its transpose ``A_t`` (for the backward pass),
-    both built once: one operator each way."""
+class PairedSpMM(torch.autograd.Function):
+    """``A @ X`` for a sparse ``A`` whose transpose ``A_t`` is kept alongside it.
+
+    The backward pass is ``A_t @ grad``: the transpose is built once (when the
+    graph is), not converted from ``A`` on every backward pass as
+    ``torch.sparse.mm`` does (for a CSR tensor, a conversion each time). A
+    normalised user-item or item-item adjacency is symmetric: pass it as both
+    ``A`` and ``A_t``. One operator forward and one backward; :class:`SparseAdjacency`
+    runs its eager products through it, and so do the propagations that hold a
+    ``torch.sparse`` pair themselves.
+    """
 
     @staticmethod
-    def forward(ctx: Any, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
+    def forward(ctx: Any, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        """``adj @ x``; keeps ``adj_t`` for the backward pass."""
         ctx.save_for_backward(adj_t)
         return torch.sparse.mm(adj, x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        """``adj_t @ grad`` for ``x``; no gradient for the matrices."""
         (adj_t,) = ctx.saved_tensors
         return None, None, torch.sparse.mm(adj_t, grad)
 
@@ -162,7 +172,7 @@ class SparseAdjacency(nn.Module):
                 return csr_mm(self.crow, self.col, self.value, *t, x)
             t = (self.index, self.value) if self.symmetric else (self.index_t, self.value_t)
             return coo_mm(self.index, self.value, *t, x, self.shape[0])
-        return _SparseProduct.apply(*self._eager_matrices(), x)
+        return PairedSpMM.apply(*self._eager_matrices(), x)
 
     def _eager_matrices(self) -> Tuple[Tensor, Tensor]:
         """The matrix and its transpose as ``torch.sparse`` tensors over the current buffers

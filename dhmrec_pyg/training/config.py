@@ -347,11 +347,12 @@ LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
 
 
 #: Model options renamed after runs were first written, per model: option -> (the name such
-#: runs wrote, how the value converts back). Their ``config.yaml`` loads through
-#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES`; :func:`dump_config` with ``legacy`` writes
-#: the old name, so the runs' checkpoints stay resumable and finished runs are reused.
+#: runs wrote, how the value converts back). Read off the one alias table,
+#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES` (each of its conversions is its own inverse:
+#: ``float`` and ``1 - v``), through which their ``config.yaml`` loads; :func:`dump_config` with
+#: ``legacy`` writes the old name, so the runs' checkpoints stay resumable and finished runs are reused.
 LEGACY_MODEL_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
-    "freedom": {"beta": ("image_weight", float), "keep_ratio": ("dropout", lambda v: round(1.0 - float(v), 12))},
+    "freedom": {target: (alias, convert) for alias, (target, convert) in OPTION_ALIASES.items()},
 }
 
 

@@ -40,6 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from dhmrec_pyg.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -98,8 +100,6 @@ def ranks_use_cuda(device: str) -> bool:
     Raises:
         ConfigError: ``device`` names CUDA and the machine has fewer GPUs than local ranks.
     """
-    from dhmrec_pyg.training.config import ConfigError
-
     if str(device).startswith("cpu") or not torch.cuda.is_available():
         return False
     count, local = torch.cuda.device_count(), local_world_size()

@@ -13,6 +13,7 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
+from dhmrec_pyg.ranking import csr_index, gather_rows
 from dhmrec_pyg.schema import check_edge_index
 
 DEFAULT_KS: tuple = (5, 10, 20, 50)
@@ -23,26 +24,6 @@ _METRICS = {
     "precision": LinkPredPrecision,
     "map": LinkPredMAP,
 }
-
-
-def csr_index(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
-    """Row pointer and sorted columns of a ``[2, E]`` index."""
-    order = torch.argsort(edge_index[0], stable=True)
-    rows, cols = edge_index[0][order], edge_index[1][order]
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.long)
-    rowptr[1:] = torch.cumsum(torch.bincount(rows, minlength=num_rows), 0)
-    return rowptr, cols
-
-
-def gather_rows(rowptr: Tensor, cols: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """``(local_row, col)`` pairs of the given rows of a CSR index."""
-    starts, ends = rowptr[rows], rowptr[rows + 1]
-    counts = ends - starts
-    local = torch.repeat_interleave(torch.arange(rows.numel()), counts)
-    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts
-    )
-    return local, cols[torch.repeat_interleave(starts, counts) + offsets]
 
 
 def evaluation_users(train_edge_index: Tensor, target_edge_index: Tensor, num_users: int) -> Tensor:
