@@ -44,11 +44,11 @@ def model_name(model: Any) -> str:
 
 
 def named_config(cfg: TrainConfig, model: Any) -> TrainConfig:
-    """``cfg`` with ``model`` set to :func:`model_name` of ``model``: ``cfg`` itself when it agrees,
-    else a copy (no other field changes, and ``cfg`` is left alone)."""
-    name = model_name(model)
-    if cfg.model == name:
+    """``cfg`` with ``model`` set to :func:`model_name` of ``model``: ``cfg`` itself when
+    ``cfg.model`` already names the model's class, else a copy (no other field changes, and
+    ``cfg`` is left alone)."""
+    if MODELS.get(cfg.model) is type(model):
         return cfg
     named = copy.copy(cfg)
-    named.model = name
+    named.model = model_name(model)
     return named
