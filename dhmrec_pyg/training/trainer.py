@@ -26,7 +26,7 @@ from dhmrec_pyg.training.checkpoint import config_digest
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config, identity_text
 from dhmrec_pyg.training.ema import WeightAverage
 from dhmrec_pyg.training.evaluate import evaluate_model, make_evaluators, model_diagnostics
-# (noqa: names that tests, benchmarks and the CLI import from this module)
+# The noqa names are imported from here by tests, benchmarks and the CLI (kept importable).
 from dhmrec_pyg.training.execution import adam_flags, adam_impl, build_optimizer, compile_loss  # noqa: F401
 from dhmrec_pyg.training.execution import resolve_device, resolve_optimizer_impl  # noqa: F401
 from dhmrec_pyg.training.history import EarlyStopping, epoch_row, run_summary  # noqa: F401
