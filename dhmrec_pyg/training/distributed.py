@@ -28,6 +28,7 @@ The scheme, in short:
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -205,6 +206,74 @@ def shard_bounds(n: int, rank: int, world_size: int) -> Tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+def rank_device(device: torch.device, setting: str) -> torch.device:
+    """The device this rank trains on: one GPU per local rank when ``device`` (resolved from the
+    run's ``setting``) is CUDA without an index and the ranks use GPUs (:func:`ranks_use_cuda`),
+    the CPU when they do not (``"auto"`` with fewer GPUs than ranks); else ``device`` unchanged.
+    """
+    info = current()
+    if not info.enabled or device.type != "cuda" or device.index is not None:
+        return device
+    return torch.device("cuda", info.local_rank) if ranks_use_cuda(setting) else torch.device("cpu")
+
+
+def shard_loss(loss: Any, users: Tensor, pos_items: Tensor, neg_items: Tensor, device: torch.device
+               ) -> Dict[str, Tensor]:
+    """This rank's loss terms on its contiguous share of a global batch.
+
+    The terms are scaled by ``world_size * share`` so that DDP's gradient average over ranks
+    equals the gradient of the global batch mean. A rank whose share of a tiny last batch is
+    empty runs the first triplet with weight 0, so that it still joins the gradient all-reduce.
+
+    Args:
+        loss: the DDP-wrapped loss function (:func:`wrap_ddp`, compiled or not).
+        users, pos_items, neg_items: the global batch.
+        device: this rank's device.
+    """
+    info = current()
+    lo, hi = shard_bounds(users.numel(), info.rank, info.world_size)
+    share = (hi - lo) / max(users.numel(), 1)
+    if hi == lo:
+        lo, hi = 0, 1
+    u, p, n = (t[lo:hi].to(device) for t in (users, pos_items, neg_items))
+    terms = loss(u, p, n)
+    return {name: value * (info.world_size * share) for name, value in terms.items()}
+
+
+def agree_on_batch(terms: Dict[str, Tensor], stop: bool) -> Tuple[List[str], bool, Dict[str, float]]:
+    """One all-reduce per batch: the global batch's loss terms, non-finite terms, stop requests.
+
+    Args:
+        terms: this rank's scaled terms (:func:`shard_loss`).
+        stop: whether this rank was asked to stop.
+
+    Returns:
+        The names of the terms non-finite on any rank, whether any rank asked to stop (so that
+        all ranks take the same branch), and the global batch means of the terms (the sum over
+        ranks of ``share * term``; empty when a term is not finite).
+    """
+    world = current().world_size
+    names = list(terms)
+    local = [float(terms[k].detach()) / world for k in names]  # = share * unscaled term
+    finite = [math.isfinite(v) for v in local]
+    vec = torch.tensor([v if f else 0.0 for v, f in zip(local, finite)]
+                       + [0.0 if f else 1.0 for f in finite] + [float(stop)],
+                       dtype=torch.float64)
+    vec = all_reduce_sum(vec.to(collective_device())).cpu()
+    k = len(names)
+    bad = [name for name, flag in zip(names, vec[k:2 * k].tolist()) if flag > 0]
+    means = {} if bad else dict(zip(names, vec[:k].tolist()))
+    return bad, bool(vec[-1] > 0), means
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (one all-reduce; ``flag`` itself for one process)."""
+    if not current().enabled:
+        return flag
+    vec = torch.tensor([float(flag)], dtype=torch.float64)
+    return bool(all_reduce_sum(vec.to(collective_device())).cpu()[0] > 0)
+
+
 class LossModule(nn.Module):
     """Wraps a recommender so that DDP sees its loss computation as ``forward``.
 
@@ -251,6 +320,18 @@ def params_identical(model: nn.Module) -> bool:
     gathered = [torch.empty_like(flat) for _ in range(info.world_size)]
     dist.all_gather(gathered, flat)
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def run_summary(params_identical_across_ranks: bool, triplets_per_second: float) -> Dict[str, Any]:
+    """The ``distributed`` entry of a multi-process run's ``metrics.json``: world size, backend,
+    whether the ranks ended with identical parameters (:func:`params_identical`), and the
+    training triplets per second."""
+    return {
+        "world_size": current().world_size,
+        "backend": dist.get_backend(),
+        "params_identical_across_ranks": bool(params_identical_across_ranks),
+        "triplets_per_second": float(triplets_per_second),
+    }
 
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> List[str]:

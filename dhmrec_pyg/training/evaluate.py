@@ -1,10 +1,12 @@
-"""Full-ranking evaluation with training items masked out."""
+"""Full-ranking evaluation with training items masked out, and a model's evaluation as the
+trainer runs it (:func:`make_evaluators`, :func:`evaluate_model`, :func:`model_diagnostics`)."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch_geometric.data import HeteroData
 from torch_geometric.metrics import (
     LinkPredMAP,
     LinkPredMetricCollection,
@@ -14,7 +16,11 @@ from torch_geometric.metrics import (
 )
 
 from dhmrec_pyg.ranking import csr_index, gather_rows
-from dhmrec_pyg.schema import check_edge_index
+from dhmrec_pyg.schema import EDGE_TYPE, ITEM, USER, check_edge_index, split_edge_index
+
+if TYPE_CHECKING:
+    from dhmrec_pyg.models.base import Recommender
+    from dhmrec_pyg.training.config import TrainConfig
 
 DEFAULT_KS: tuple = (5, 10, 20, 50)
 
@@ -204,3 +210,43 @@ class FullRankingEvaluator:
     def _collection(self, device: torch.device) -> LinkPredMetricCollection:
         metrics = {f"{m}@{k}": cls(k) for k in self.ks for m, cls in _METRICS.items()}
         return LinkPredMetricCollection(metrics).to(device)
+
+
+def make_evaluators(data: HeteroData, cfg: "TrainConfig") -> Dict[str, FullRankingEvaluator]:
+    """Validation and test evaluators of a dataset (a graph in the canonical form), with the
+    cut-offs ``cfg.ks`` and batch size ``cfg.eval_batch_size``."""
+    store = data[EDGE_TYPE]
+    n_u, n_i = int(data[USER].num_nodes), int(data[ITEM].num_nodes)
+    return {
+        split: FullRankingEvaluator(
+            store.edge_index, split_edge_index(data, split), n_u, n_i, cfg.ks, cfg.eval_batch_size
+        )
+        for split in ("val", "test")
+    }
+
+
+@torch.no_grad()
+def evaluate_model(model: "Recommender", evaluator: FullRankingEvaluator) -> Dict[str, float]:
+    """Evaluate ``model`` (switched to eval mode) with ``evaluator``."""
+    was_training = model.training
+    model.eval()
+    user_emb, item_emb = model.embeddings()
+    out = evaluator.evaluate(user_emb, item_emb, score_fn=model.score)
+    model.train(was_training)
+    return out
+
+
+def model_diagnostics(model: "Recommender", epoch: int) -> Dict[str, float]:
+    """The model's :meth:`~dhmrec_pyg.models.base.Recommender.diagnostics` after an epoch, in eval mode.
+
+    Seeded by the epoch, from a generator of its own, so recording them changes no random
+    stream of training (a resumed run records the same values).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            values = model.diagnostics(torch.Generator().manual_seed(epoch))
+    finally:
+        model.train(was_training)
+    return {k: float(v) for k, v in values.items()}
