@@ -45,6 +45,7 @@ from dhmrec_pyg.training.checkpoint import (
 )
 from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config, identity_text
+from dhmrec_pyg.training.source import data_source
 from dhmrec_pyg.training.evaluate import FullRankingEvaluator
 from dhmrec_pyg.training.sampler import BPRSampler
 
@@ -321,7 +322,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, **adam_flags(self.optimizer_impl))
         self._loss = self._loss_function()
         self.history: List[Dict[str, float]] = []
-        self.config_text = dump_config(cfg, self.model_config)
+        self.config_text = dump_config(cfg, self.model_config, data_source(data, edge_type, user=user, item=item))
         # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
         self._config_sha256 = config_digest(identity_text(cfg, self.model_config))
         self._interrupt = False
