@@ -11,7 +11,7 @@ from dhmrec_pyg.models import DHMRecConfig, l2_reg
 from dhmrec_pyg.models.dhmrec import PRESETS, item_term_share
 from dhmrec_pyg.nn import PosNegAttention, interaction_kl
 from dhmrec_pyg.training.config import (
-    LEGACY_MODEL_VALUES,
+    FORMAT1_IMPLICIT_MODEL,
     TrainConfig,
     build_dataclass,
     dump_config,
@@ -56,7 +56,7 @@ def test_a_run_written_before_the_readings_existed_reloads_as_the_paper_preset(t
     cfg = DHMRecConfig(preset="paper")
     text = identity_text(TrainConfig(model="dhmrec"), cfg)
     model_section = yaml.safe_load(text)["model"]
-    assert not set(LEGACY_MODEL_VALUES["dhmrec"]) & set(model_section)  # written as an old run was
+    assert not set(FORMAT1_IMPLICIT_MODEL["dhmrec"]) & set(model_section)  # written as an old run was
     path = tmp_path / "config.yaml"
     path.write_text(text)
     loaded = load_run_config(path)
