@@ -29,8 +29,7 @@ class TrainConfig:
 
     Three options say how a step runs, not what it computes (same values to float
     tolerance; README, *Speed options*), so they are no part of a run's identity
-    (:func:`identity_text`) and ``config.yaml`` leaves them out at their defaults
-    (:data:`EXECUTION_DEFAULTS`):
+    (:func:`identity_text`; their defaults: :data:`EXECUTION_DEFAULTS`):
 
     - ``optimizer_impl``: how Adam updates the parameter tensors, one of
       :data:`OPTIMIZER_IMPLS`: ``loop`` (one tensor at a time, PyTorch's CPU default),
@@ -111,8 +110,8 @@ def compile_mode(value: Any) -> str:
 
 
 #: Training options that say how a step runs, not what it computes, at their defaults:
-#: :func:`dump_config` leaves them out of ``config.yaml`` at these values (so a default run's file
-#: is the one written before they existed) and :func:`identity_text` ignores them.
+#: :func:`identity_text` ignores them, a finished run counts whatever values it ran with, and
+#: format-1 files (:func:`format1_text`) leave them out at these values.
 EXECUTION_DEFAULTS: Dict[str, Any] = {"optimizer_impl": "auto", "compile": "none", "compile_backend": "inductor"}
 
 
@@ -409,7 +408,8 @@ def _check_data_section(data: Any, where: Path) -> None:
         raise ConfigError(f"{where}: section 'data' must be a mapping with a 'dataset' name, got {data!r}")
     if data["dataset"] == IN_MEMORY:
         edge_type = data.get("edge_type")
-        if not (isinstance(edge_type, list) and len(edge_type) == 3 and all(isinstance(n, str) and n for n in edge_type)):
+        names = edge_type if isinstance(edge_type, list) else []
+        if len(names) != 3 or not all(isinstance(n, str) and n for n in names):
             raise ConfigError(f"{where}: data.edge_type must be a list of three names, got {edge_type!r}")
     elif not isinstance(data.get("data_root"), str):
         raise ConfigError(f"{where}: data.data_root must be a folder path, got {data.get('data_root')!r}")
