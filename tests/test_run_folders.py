@@ -44,7 +44,7 @@ def _train_from_python(name, graph, out):
     return model
 
 
-@pytest.mark.parametrize("name", ["freedom", "lightgcn"])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_run_trained_on_a_graph_from_python_reloads_with_that_graph_from_anywhere(
     name, graph, tmp_path, monkeypatch
 ):
@@ -202,3 +202,14 @@ def test_a_finished_run_of_other_data_is_not_reused(tmp_path):
     assert finished_run(cfg, model_cfg, tmp_path, here) == {"best_epoch": 0}
     assert finished_run(cfg, model_cfg, tmp_path, {**here, "data_root": str(tmp_path / "b")}) is None
     assert finished_run(cfg, model_cfg, tmp_path) == {"best_epoch": 0}
+
+
+def test_run_once_records_the_names_of_a_graph_from_python(graph, tmp_path):
+    from dhmrec_pyg.training.run import run_once
+
+    cfg = TrainConfig(model="bpr", epochs=1, device="cpu", progress=False)
+    run_once(cfg, MODELS["bpr"].config_class(embedding_dim=8), tmp_path / "run", graph, edge_type="rates",
+             user="customer", item="product")
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert stored["data"] == {"dataset": IN_MEMORY, "edge_type": list(RATES)}
+    assert load_run(tmp_path / "run", graph).model.recommend([0], k=2).items.shape == (1, 2)
