@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training.config import (
@@ -284,7 +284,8 @@ def _check_resume(args: argparse.Namespace) -> Path:
 def _resume(args: argparse.Namespace) -> int:
     """``dhmrec train --resume RUN_FOLDER``."""
     from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from dhmrec_pyg.training.run import build_run, read_run_config
+    from dhmrec_pyg.training.config import IN_MEMORY
+    from dhmrec_pyg.training.run import build_run, read_run, run_data
     from dhmrec_pyg.training import distributed as ddist
     from dhmrec_pyg.training.trainer import Trainer
 
@@ -298,7 +299,10 @@ def _resume(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.compile is not None:  # how the steps run, not what they compute: not part of the run's identity
         overrides["compile"] = args.compile
-    cfg, model_cfg = read_run_config(run, **overrides)
+    cfg, model_cfg, source = read_run(run, **overrides)
+    if source is not None and source["dataset"] == IN_MEMORY:
+        raise ConfigError(f"--resume {run}: the run was trained on a graph handed in from Python; resume it "
+                          "from Python: Trainer(model, graph, config, out_dir).fit(resume=True)")
     if (run / CHECKPOINT_NAME).is_file():
         load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
     elif main_rank:
@@ -309,7 +313,7 @@ def _resume(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
-        data, model = build_run(cfg, model_cfg)
+        data, model = build_run(cfg, model_cfg, run_data(run, cfg, source))
     result = Trainer(model, data, cfg, run, model_cfg).fit(resume=True)
     if main_rank:
         _print_result(result, run)
@@ -328,8 +332,9 @@ def _print_result(result: Dict[str, Any], out: Path) -> None:
     print(f"run folder: {out}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``dhmrec train``."""
+def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int:
+    """``dhmrec train``; ``argv``: the command line (``train`` and its options), which ``--nproc``
+    relaunches under torchrun."""
     from dhmrec_pyg.training import distributed as ddist
     from dhmrec_pyg.training.run import parse_grid, run_grid, run_once, run_seeds
 
@@ -337,7 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.nproc < 1:
             raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
         if args.nproc > 1 and ddist.env_world_size() <= 1:
-            return ddist.launch(args.nproc, _strip_nproc(getattr(args, "argv", ["train"])))
+            return ddist.launch(args.nproc, _strip_nproc(list(argv)))
     if args.resume is not None:
         return _resume(args)
     cfg, model_values, config_class, sets = _resolve(args)
@@ -456,7 +461,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         argv = ["train"]
     args = parser.parse_args(argv)
-    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
@@ -469,8 +473,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train" and ddist.env_world_size() > 1:
             ddist.init_from_env(args.device or "auto")  # under torchrun
-        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot,
-                    "prepare": cmd_prepare}
+        if args.command == "train":
+            return cmd_train(args, argv)
+        commands = {"evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot, "prepare": cmd_prepare}
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
         return _fail(str(exc))

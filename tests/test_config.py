@@ -28,7 +28,7 @@ def test_overrides_route_to_model_and_train():
         ("nosuch=1", "unknown option 'nosuch'"),
         ("model.lr=1", "the model has no option 'lr'"),
         ("novalue", "--set expects key=value, got 'novalue'"),
-        ("x.lr=1", "section must be 'train' or 'model'"),
+        ("x.lr=1", "section must be 'train', 'model' or 'graph', got 'x'"),
     ],
 )
 def test_bad_overrides_name_key_and_value(pair, message):

@@ -66,7 +66,7 @@ def test_registered_and_configurable():
 def test_knob_aliases_keep_ratio_dropout_beta_image_weight(tmp_path):
     """One stored name per knob (keep_ratio, beta, as DHMRec); FREEDOM's dropout / image_weight accepted."""
     from dhmrec_pyg.models import DHMRecConfig
-    from dhmrec_pyg.training.config import build_dataclass, dump_config, load_run_config
+    from dhmrec_pyg.training.config import build_dataclass, dump_config, format1_text, load_run_config
 
     assert FREEDOMConfig(dropout=0.9, image_weight=0.3) == FREEDOMConfig(keep_ratio=0.1, beta=0.3)
     cfg = FREEDOMConfig()
@@ -77,16 +77,17 @@ def test_knob_aliases_keep_ratio_dropout_beta_image_weight(tmp_path):
         _, got = apply_overrides(TrainConfig(), {}, config_class, ["dropout=0.9", "image_weight=0.25"])
         assert (got.keep_ratio, got.beta) == (0.1, 0.25)
         assert build_dataclass(config_class, {"dropout": "0.9"}, "model").keep_ratio == 0.1
-    # A run written with the old names loads, and its legacy text (checkpoint identity, reuse) is unchanged.
+    # A run written with the old names (format 1) loads, and its legacy text (checkpoint identity) is unchanged.
     train = TrainConfig(model="freedom")
-    old = dump_config(train, FREEDOMConfig()).replace("beta: 0.1", "image_weight: 0.1").replace(
+    old = format1_text(train, FREEDOMConfig()).replace("beta: 0.1", "image_weight: 0.1").replace(
         "keep_ratio: 0.2", "dropout: 0.8")
     (tmp_path / "config.yaml").write_text(old)
     raw = load_run_config(tmp_path / "config.yaml")
+    assert raw["model"]["keep_ratio"] == 0.2 and "dropout" not in raw["model"]  # the migration renames
     loaded = build_dataclass(FREEDOMConfig, raw["model"], "model")
     assert loaded == FREEDOMConfig()
-    assert dump_config(train, loaded, legacy=True) == old
-    assert "keep_ratio: 0.2" in dump_config(train, loaded)
+    assert format1_text(train, loaded, legacy=True) == old
+    assert "keep_ratio: 0.2" in dump_config(train, loaded) and "dropout" not in dump_config(train, loaded)
 
 
 def test_shapes_and_finite_loss_terms(data):

@@ -155,6 +155,14 @@ def test_sigkill_mid_epoch_then_resume_is_identical_to_an_uninterrupted_run(tmp_
     assert torch.equal(a["epoch_generator_state"], b["epoch_generator_state"])
 
 
+def _format1(run: Path) -> str:
+    """The run's config.yaml as code from before format 2 wrote it (format 1)."""
+    from dhmrec_pyg.training.config import format1_text
+    from dhmrec_pyg.training.run import read_run_config
+
+    return format1_text(*read_run_config(run))
+
+
 def _cli_train(data_root: str, out: Path, *extra: str) -> int:
     return main(["train", "--model", "lightgcn", "--data-root", data_root, "--out", str(out), "--quiet", *FAST, *extra])
 
@@ -442,7 +450,7 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     monkeypatch.setattr(trainer, "BPRSampler", recording)
     ref = tmp_path / "ref"
     assert _cli_train(data_root, ref, "--epochs", "1") == 0
-    text = (ref / "config.yaml").read_text()
+    text = _format1(ref)
     assert "  negatives: trained\n" in text
     old = tmp_path / "old"  # written before train.negatives existed, killed before its first checkpoint
     old.mkdir()
@@ -453,7 +461,7 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     # An old run with a checkpoint: its checkpoint still matches its config and it resumes.
     ckpt = tmp_path / "old-with-checkpoint"
     assert _cli_train(data_root, ckpt, "--epochs", "1", "--set", "negatives=all") == 0
-    text = (ckpt / "config.yaml").read_text()
+    text = _format1(ckpt)
     assert "  negatives: all\n" in text
     (ckpt / "config.yaml").write_text(text.replace("  negatives: all\n", ""))
     before = _metrics(ckpt)
@@ -474,9 +482,9 @@ def test_a_run_from_before_the_negatives_option_resumes_with_every_item_as_its_p
     assert finished_run(cfg, model_cfg, ckpt) is not None
     assert finished_run(build_dataclass(TrainConfig, raw["train"], "training"), model_cfg, ckpt) is None
     # The text a checkpoint is tied to is what code from before the option wrote for such a run.
-    from dhmrec_pyg.training.config import dump_config, identity_text
+    from dhmrec_pyg.training.config import format1_text, identity_text
 
-    old_text = dump_config(replace(cfg, progress=True, device="auto"), model_cfg).replace("  negatives: all\n", "")
+    old_text = format1_text(replace(cfg, progress=True, device="auto"), model_cfg).replace("  negatives: all\n", "")
     assert identity_text(cfg, model_cfg) == old_text
     assert "negatives: trained" in identity_text(replace(cfg, negatives="trained"), model_cfg)
 

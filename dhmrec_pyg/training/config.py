@@ -5,7 +5,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -29,8 +29,7 @@ class TrainConfig:
 
     Three options say how a step runs, not what it computes (same values to float
     tolerance; README, *Speed options*), so they are no part of a run's identity
-    (:func:`identity_text`) and ``config.yaml`` leaves them out at their defaults
-    (:data:`EXECUTION_DEFAULTS`):
+    (:func:`identity_text`; their defaults: :data:`EXECUTION_DEFAULTS`):
 
     - ``optimizer_impl``: how Adam updates the parameter tensors, one of
       :data:`OPTIMIZER_IMPLS`: ``loop`` (one tensor at a time, PyTorch's CPU default),
@@ -131,8 +130,8 @@ def compile_mode(value: Any) -> str:
 
 
 #: Training options that say how a step runs, not what it computes, at their defaults:
-#: :func:`dump_config` leaves them out of ``config.yaml`` at these values (so a default run's file
-#: is the one written before they existed) and :func:`identity_text` ignores them.
+#: :func:`identity_text` ignores them, a finished run counts whatever values it ran with, and
+#: format-1 files (:func:`format1_text`) leave them out at these values.
 EXECUTION_DEFAULTS: Dict[str, Any] = {"optimizer_impl": "auto", "compile": "none", "compile_backend": "inductor"}
 
 
@@ -306,38 +305,62 @@ def apply_overrides(
     )
 
 
-def load_yaml_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
-    """Read a run config YAML with optional ``train:`` and ``model:`` sections."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    """A YAML mapping from ``path``, its ``train`` / ``model`` sections checked to be mappings."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict) or set(raw) - {"train", "model"}:
+    if not isinstance(raw, dict) or set(raw) - {"train", "model", "format", "data"}:
         raise ConfigError(f"{path}: expected a mapping with 'train' and/or 'model' sections")
     for section in ("train", "model"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping")
+    return raw
+
+
+def load_yaml_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
+    """Read a run config YAML with optional ``train:`` and ``model:`` sections.
+
+    A run folder's ``config.yaml`` is accepted as well; its ``format`` and ``data`` entries are
+    not used (read a run's configuration with :func:`load_run_config`).
+    """
+    raw = _read_yaml(Path(path))
     return {"train": raw.get("train", {}), "model": raw.get("model", {})}
 
 
+# ---------------------------------------------------------------------- run folders' config.yaml
+#: The format of the ``config.yaml`` a run folder gets (its top-level ``format`` key). Format 1,
+#: a file without the key, is what runs written before the key existed have; :func:`load_run_config`
+#: reads every format through :data:`MIGRATIONS`.
+RUN_FORMAT: int = 2
+
+#: ``data.dataset`` of a run trained on a graph handed in from Python (see
+#: :mod:`dhmrec_pyg.training.source`): rebuilding the run needs that graph.
+IN_MEMORY: str = "<in-memory graph>"
+
+#: Model options this library no longer has, per model, with the one value it kept: a stored run
+#: that has one at that value loads without it; at any other value it is refused
+#: (:func:`drop_retired`).
+RETIRED_MODEL_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "dhmrec": {
+        "reg_target": "final", "kl_grad": "both", "kl_scores": "dot", "kl_temperature": 1.0,
+        "gate_detach": False, "prune_views": False, "view_dropout": 0.0, "attention_axis": "dims",
+        "mm_center": False,
+    },
+}
+
 _ABSENT = object()
 
-#: Training options added after runs were first written, with the value such runs used. A
-#: config.yaml without one of them means that value (see :func:`identity_text`).
-LEGACY_TRAIN_VALUES: Dict[str, Any] = {"negatives": "all"}
+#: Format 1: training options such files may lack (they were added later), with the value the
+#: runs that lack them used.
+FORMAT1_IMPLICIT_TRAIN: Dict[str, Any] = {"negatives": "all"}
 
-
-#: Training options ``config.yaml`` leaves out at their default, so that a run that does not
-#: use them has the config text it had before they existed (and stays reusable and resumable).
-UNWRITTEN_DEFAULTS: Dict[str, Any] = {"ema_decay": 0.0}
-
-
-#: Model options added after runs were first written, per model, with the value such runs
-#: used (DHMRec: the paper-literal readings of :data:`~dhmrec_pyg.models.dhmrec.PRESETS`).
-LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
+#: Format 1: model options such files may lack, per model, with the value the runs that lack
+#: them used (DHMRec: the paper-literal readings of :data:`~dhmrec_pyg.models.dhmrec.PRESETS`).
+FORMAT1_IMPLICIT_MODEL: Dict[str, Dict[str, Any]] = {
     "dhmrec": {
         "preset": "paper", "attention_scale": "sqrt_n", "attention_scope": "all", "view_norm": "layernorm",
         "reg_target": "final", "kl_grad": "both", "kl_scores": "dot", "kl_temperature": 1.0, "gate_detach": False,
@@ -345,44 +368,33 @@ LEGACY_MODEL_VALUES: Dict[str, Dict[str, Any]] = {
     },
 }
 
-
-#: Model options renamed after runs were first written, per model: option -> (the name such
-#: runs wrote, how the value converts back). Read off the one alias table,
-#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES` (each of its conversions is its own inverse:
-#: ``float`` and ``1 - v``), through which their ``config.yaml`` loads; :func:`dump_config` with
-#: ``legacy`` writes the old name, so the runs' checkpoints stay resumable and finished runs are reused.
-LEGACY_MODEL_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
-    "freedom": {target: (alias, convert) for alias, (target, convert) in OPTION_ALIASES.items()},
+#: Format 1: model options such files may store under an earlier name, per model: option ->
+#: (the earlier name, how the value converts to it); the earlier names are
+#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES`.
+FORMAT1_OLD_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
+    "freedom": {"beta": ("image_weight", float), "keep_ratio": ("dropout", lambda v: round(1.0 - float(v), 12))},
 }
 
-
-def load_run_config(path: str | Path) -> Dict[str, Dict[str, Any]]:
-    """A run folder's ``config.yaml`` (:func:`load_yaml_config`), with the options it predates
-    at the value the run used (:data:`LEGACY_TRAIN_VALUES`, :data:`LEGACY_MODEL_VALUES`)."""
-    raw = load_yaml_config(path)
-    raw["train"] = {**LEGACY_TRAIN_VALUES, **raw["train"]}
-    legacy_model = LEGACY_MODEL_VALUES.get(str(raw["train"].get("model", "")), {})
-    raw["model"] = {**legacy_model, **raw["model"]}
-    return raw
+#: Format 1: training options left out of such files at these values.
+_FORMAT1_UNWRITTEN: Dict[str, Any] = {**EXECUTION_DEFAULTS, "ema_decay": 0.0}
 
 
-def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
-    """The resolved config as YAML text (written beside every run's results).
+def format1_text(train: TrainConfig, model: Any, legacy: bool = False) -> str:
+    """The ``config.yaml`` text a format-1 run of this configuration has (no ``format`` key).
 
-    With ``legacy``, options at their :data:`LEGACY_TRAIN_VALUES` (or, for the run's
-    model, :data:`LEGACY_MODEL_VALUES`) value are left out, and renamed options carry their
-    old name (:data:`LEGACY_MODEL_NAMES`), as a run written before those changes has them.
-    The execution options (:data:`EXECUTION_DEFAULTS`) and :data:`UNWRITTEN_DEFAULTS` are left
-    out at their defaults.
+    The execution options (:data:`EXECUTION_DEFAULTS`) and ``ema_decay`` are left out at their
+    defaults. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
+    :data:`FORMAT1_IMPLICIT_MODEL` value are left out too and renamed options carry their earlier
+    name (:data:`FORMAT1_OLD_NAMES`), as a run written before those options existed has them.
+    Kept for :func:`identity_text`, which every checkpoint is tied to.
     """
-    values = {k: v for k, v in dataclasses.asdict(train).items()
-              if EXECUTION_DEFAULTS.get(k, _ABSENT) != v and UNWRITTEN_DEFAULTS.get(k, _ABSENT) != v}
+    values = {k: v for k, v in dataclasses.asdict(train).items() if _FORMAT1_UNWRITTEN.get(k, _ABSENT) != v}
     model_values = dataclasses.asdict(model)
     if legacy:
-        values = {k: v for k, v in values.items() if LEGACY_TRAIN_VALUES.get(k, _ABSENT) != v}
-        old = LEGACY_MODEL_VALUES.get(train.model, {})
-        model_values = {k: v for k, v in model_values.items() if old.get(k, _ABSENT) != v}
-        renamed = LEGACY_MODEL_NAMES.get(train.model, {})
+        values = {k: v for k, v in values.items() if FORMAT1_IMPLICIT_TRAIN.get(k, _ABSENT) != v}
+        implicit = FORMAT1_IMPLICIT_MODEL.get(train.model, {})
+        model_values = {k: v for k, v in model_values.items() if implicit.get(k, _ABSENT) != v}
+        renamed = FORMAT1_OLD_NAMES.get(train.model, {})
         model_values = {
             renamed[k][0] if k in renamed else k: renamed[k][1](v) if k in renamed else v
             for k, v in model_values.items()
@@ -390,14 +402,125 @@ def dump_config(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     return yaml.safe_dump({"train": values, "model": model_values}, sort_keys=False)
 
 
+def drop_retired(model_name: str, values: Dict[str, Any], where: str | Path) -> Dict[str, Any]:
+    """``values`` (a stored model section) without the model's :data:`RETIRED_MODEL_OPTIONS`.
+
+    An option that is not stored, or stored as null / empty (its preset's value), or at the value
+    the library kept, is simply left out.
+
+    Raises:
+        ConfigError: naming ``where``, the option and its value, when it holds another value.
+    """
+    retired = RETIRED_MODEL_OPTIONS.get(model_name, {})
+    for name, kept in retired.items():
+        value = values.get(name, kept)
+        if value not in (None, "") and (value != kept or isinstance(value, bool) != isinstance(kept, bool)):
+            raise ConfigError(
+                f"{where}: model option {name}={value!r}: this version of dhmrec_pyg only has "
+                f"{name}={kept!r} (the option was removed), so the run cannot be rebuilt"
+            )
+    return {k: v for k, v in values.items() if k not in retired}
+
+
+def _migrate_format_1(doc: Dict[str, Any], where: Path) -> Dict[str, Any]:
+    """Format 1 to 2: options the file predates get the value its run used
+    (:data:`FORMAT1_IMPLICIT_TRAIN`, :data:`FORMAT1_IMPLICIT_MODEL`), options stored under an
+    earlier name (:data:`FORMAT1_OLD_NAMES`) get their name, retired options go
+    (:func:`drop_retired`), the graph options (KNN cache, self loops, exact search limit,
+    layout) move from the model section to ``train.graph``; where the data came from was not
+    recorded (``data``: ``None``)."""
+    train = {**FORMAT1_IMPLICIT_TRAIN, **doc["train"]}
+    name = str(train.get("model", TrainConfig.model))
+    model = {**FORMAT1_IMPLICIT_MODEL.get(name, {}), **doc["model"]}
+    for new, (old, _) in FORMAT1_OLD_NAMES.get(name, {}).items():
+        if old not in model:
+            continue
+        if new in model:
+            raise ConfigError(f"{where}: model options {old!r} and {new!r} are one option; the file has both")
+        value = model.pop(old)
+        try:
+            model[new] = OPTION_ALIASES[old][1](float(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: model option {old!r} expects a number, got {value!r}") from None
+    model = drop_retired(name, model, where)
+    # How graphs are built and stored moved from the model's options to TrainConfig.graph.
+    graph_keys = [f.name for f in dataclasses.fields(GraphConfig)]
+    graph = {key: model.pop(key) for key in graph_keys if key in model}
+    if graph:
+        train["graph"] = {**graph, **(train.get("graph") or {})}
+    return {"format": 2, "train": train, "model": model, "data": None}
+
+
+#: How to read ``config.yaml`` of an earlier format: format -> the function that turns such a file
+#: (``{"format", "train", "model", "data"}``, and the file's path for messages) into the next format.
+MIGRATIONS: Dict[int, Any] = {1: _migrate_format_1}
+
+
+def _check_data_section(data: Any, where: Path) -> None:
+    """Raise :class:`ConfigError` naming ``where`` unless ``data`` is a valid ``data`` section."""
+    if data is None:
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), str) or not data["dataset"]:
+        raise ConfigError(f"{where}: section 'data' must be a mapping with a 'dataset' name, got {data!r}")
+    if data["dataset"] == IN_MEMORY:
+        edge_type = data.get("edge_type")
+        names = edge_type if isinstance(edge_type, list) else []
+        if len(names) != 3 or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{where}: data.edge_type must be a list of three names, got {edge_type!r}")
+    elif not isinstance(data.get("data_root"), str):
+        raise ConfigError(f"{where}: data.data_root must be a folder path, got {data.get('data_root')!r}")
+
+
+def load_run_config(path: str | Path) -> Dict[str, Any]:
+    """A run folder's ``config.yaml``, of any format, as format :data:`RUN_FORMAT`.
+
+    Returns:
+        ``{"format", "train", "model", "data"}``: the training and model options (those the file
+        predates at the value its run used, see :data:`MIGRATIONS`) and where the run's data came
+        from (``None`` when the file does not say: format 1).
+
+    Raises:
+        ConfigError: naming the file, for an unreadable file, an unknown format or a bad section.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    version = raw.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{path}: format must be a positive integer, got {version!r}")
+    if version > RUN_FORMAT:
+        raise ConfigError(f"{path}: format {version} is newer than this version of dhmrec_pyg reads "
+                          f"(up to {RUN_FORMAT}); upgrade dhmrec_pyg")
+    if version == 1 and "data" in raw:
+        raise ConfigError(f"{path}: a 'data' section needs 'format: {RUN_FORMAT}'")
+    doc = {"format": version, "train": raw.get("train", {}), "model": raw.get("model", {}), "data": raw.get("data")}
+    while doc["format"] < RUN_FORMAT:
+        doc = MIGRATIONS[doc["format"]](doc, path)
+    _check_data_section(doc["data"], path)
+    return doc
+
+
+def dump_config(train: TrainConfig, model: Any, data: Optional[Dict[str, Any]] = None) -> str:
+    """The ``config.yaml`` text of a run (format :data:`RUN_FORMAT`).
+
+    ``format``, then every training and model option, then, with ``data``, where the run's data
+    came from (:func:`~dhmrec_pyg.training.source.data_source`): ``dataset`` and ``data_root``
+    with absolute paths, or :data:`IN_MEMORY` and the ``edge_type`` of a graph from Python.
+    """
+    doc: Dict[str, Any] = {"format": RUN_FORMAT, "train": dataclasses.asdict(train),
+                           "model": dataclasses.asdict(model)}
+    if data is not None:
+        doc["data"] = dict(data)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def identity_text(train: TrainConfig, model: Any) -> str:
     """The config text that identifies a run for its checkpoints.
 
-    :func:`dump_config` of the config without how the run is watched or where and how it runs
-    (``progress``, ``device``, the :data:`EXECUTION_DEFAULTS` options: a checkpoint written
-    eagerly resumes compiled, or with another Adam implementation), and without options at
-    their :data:`LEGACY_TRAIN_VALUES` value: a run written before such an option existed gets
-    the same text, so its checkpoints stay resumable.
+    :func:`format1_text` (``legacy``) of the config without how the run is watched or where and
+    how it runs (``progress``, ``device``, the :data:`EXECUTION_DEFAULTS` options: a checkpoint
+    written eagerly resumes compiled, or with another Adam implementation). Every run, of either
+    format, is identified by this text, so the checkpoints of format-1 runs stay resumable; where
+    the data came from is no part of it.
     """
     plain = dataclasses.replace(train, progress=True, device="auto", **EXECUTION_DEFAULTS)
-    return dump_config(plain, model, legacy=True)
+    return format1_text(plain, model, legacy=True)

@@ -6,61 +6,92 @@ import io
 import itertools
 import json
 import multiprocessing
+import os
 import statistics
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-import yaml
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg import files as dfiles
 from dhmrec_pyg.schema import as_interaction_graph
 from dhmrec_pyg.training import distributed as ddist
-from dhmrec_pyg.training.config import EXECUTION_DEFAULTS, ConfigError, TrainConfig, apply_overrides, dump_config
+from dhmrec_pyg.training.config import (
+    EXECUTION_DEFAULTS,
+    IN_MEMORY,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    build_dataclass,
+    load_run_config,
+)
+from dhmrec_pyg.training.source import cache_folder, config_source, data_source, remember_source
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
+
+#: A source as :mod:`dhmrec_pyg.training.source` describes it (a ``config.yaml``'s ``data`` section).
+Source = Dict[str, Any]
 
 
 def load_data(cfg: TrainConfig) -> HeteroData:
-    """Load the dataset a config names (a synthetic profile, a name under ``data_root``, or a folder)."""
-    return open_data(cfg).data
+    """Load the dataset a config names (a synthetic profile, a name under ``data_root``, or a folder).
+
+    Relative paths are taken from the working directory; the graph is remembered with its
+    absolute source (:func:`~dhmrec_pyg.training.source.config_source`), which a run trained on
+    it records in its ``config.yaml``.
+    """
+    return load_source(config_source(cfg))
 
 
-def open_data(cfg: TrainConfig) -> Any:
-    """The dataset a config names with the folder its caches go to
-    (:func:`~dhmrec_pyg.data.open_dataset`)."""
+def load_source(source: Source) -> HeteroData:
+    """Load the dataset a recorded source names (``dataset`` under ``data_root``), remembered with it."""
+    return open_source(source)[0]
+
+
+def open_source(source: Source) -> Tuple[HeteroData, Optional[Path]]:
+    """:func:`load_source`, with the dataset's cache folder (where ``knn_cache_dir="auto"`` points;
+    :func:`~dhmrec_pyg.data.open_dataset`)."""
     from dhmrec_pyg.data import open_dataset
 
-    return open_dataset(cfg.dataset, root=cfg.data_root)
+    data, folder = open_dataset(source["dataset"], root=source["data_root"])
+    return remember_source(data, source, folder), folder
 
 
-def finished_run(cfg: TrainConfig, model_cfg: Any, out_dir: Path) -> Optional[Dict[str, Any]]:
+def finished_run(
+    cfg: TrainConfig, model_cfg: Any, out_dir: Path, source: Optional[Source] = None,
+) -> Optional[Dict[str, Any]]:
     """The results of a finished run of exactly this configuration in ``out_dir``, else ``None``.
 
     Finished means ``metrics.json`` is there; the same configuration means the folder's
-    ``config.yaml`` is the one this configuration would write, apart from how the run was
-    watched (``progress``), how its steps ran (the
+    ``config.yaml`` (of any format, read by :func:`~dhmrec_pyg.training.config.load_run_config`:
+    options the folder predates at the value it used) holds this configuration, apart from how
+    the run was watched (``progress``) and how its steps ran (the
     :data:`~dhmrec_pyg.training.config.EXECUTION_DEFAULTS` options: Adam's implementation,
-    compilation) and from options the folder predates that are at the value it
-    used (:data:`~dhmrec_pyg.training.config.LEGACY_TRAIN_VALUES`), so a grid or seed
-    series can be completed without retraining.
+    compilation), so a grid or seed series can be completed without retraining. With ``source``
+    (where this run's data comes from), a folder that recorded another source does not count.
     """
     metrics, config = Path(out_dir) / "metrics.json", Path(out_dir) / "config.yaml"
     if not (metrics.is_file() and config.is_file()):
         return None
-    text = config.read_text(encoding="utf-8")
-    try:  # compared with the execution options the folder's run used (absent: their defaults)
-        stored = (yaml.safe_load(text) or {}).get("train") or {}
-        ran = replace(cfg, **{k: stored.get(k, v) for k, v in EXECUTION_DEFAULTS.items()})
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+    try:
+        stored = load_run_config(config)
+        ran = build_dataclass(TrainConfig, stored["train"], "training")
+        ran_model = build_dataclass(type(model_cfg), stored["model"], "model")
+    except ConfigError:
         return None
-    wanted = {dump_config(replace(ran, progress=flag), model_cfg, legacy) for flag in (True, False)
-              for legacy in (False, True)}
-    if text not in wanted:
+    if _computed(ran) != _computed(cfg) or ran_model != model_cfg:
+        return None
+    if source is not None and stored["data"] is not None and stored["data"] != source:
         return None
     return json.loads(metrics.read_text(encoding="utf-8"))
+
+
+def _computed(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` without how the run is watched and how its steps run (compared by :func:`finished_run`)."""
+    return replace(cfg, progress=True, **EXECUTION_DEFAULTS)
 
 
 def run_once(
@@ -77,15 +108,19 @@ def run_once(
     and test interactions.
     """
     if reuse and out_dir is not None:
-        done = finished_run(cfg, model_cfg, out_dir)
+        source = config_source(cfg) if data is None else data_source(data, edge_type, user=user, item=item)
+        done = finished_run(cfg, model_cfg, out_dir, source)
         if done is not None:
             return done
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
-        # A graph handed in is checked (and put in the canonical form) before the model sees it.
+        # A graph handed in is checked (and put in the canonical form) before the model sees it;
+        # the canonical graph keeps the graph's source (its own names, for one from Python).
         if data is not None:
-            data = as_interaction_graph(data, edge_type, user=user, item=item, require_splits=True)
+            given = data
+            data = as_interaction_graph(given, edge_type, user=user, item=item, require_splits=True)
+            remember_source(data, data_source(given, edge_type, user=user, item=item))
         data, model = build_run(cfg, model_cfg, data)
     return Trainer(model, data, cfg, out_dir, model_cfg).fit()
 
@@ -270,26 +305,36 @@ class LoadedRun(NamedTuple):
     data: HeteroData
 
 
-def read_run_config(run_folder: str | Path, **train_overrides: Any) -> Tuple[TrainConfig, Any]:
-    """A run folder's training and model configs, as the run used them.
+def read_run(run_folder: str | Path, **train_overrides: Any) -> Tuple[TrainConfig, Any, Optional[Source]]:
+    """A run folder's training and model configs, as the run used them, and its data's source.
 
-    Reads ``config.yaml`` with :func:`~dhmrec_pyg.training.config.load_run_config` (options the
-    run predates at the value it used). ``train_overrides`` replace training options before the
-    config is checked (e.g. ``device``, ``progress``). Shared by :func:`load_run` and
-    ``dhmrec train --resume``.
+    Reads ``config.yaml`` of any format with :func:`~dhmrec_pyg.training.config.load_run_config`
+    (options the run predates at the value it used). ``train_overrides`` replace training options
+    before the config is checked (e.g. ``device``, ``progress``). The source is the file's ``data``
+    section (:mod:`dhmrec_pyg.training.source`), ``None`` where it has none (format 1). Shared by
+    :func:`load_run` and ``dhmrec train --resume``.
 
     Raises:
-        ConfigError: an unreadable or invalid config, or an unknown model.
+        ConfigError: naming the file, for an unreadable or invalid config or an unknown model.
     """
     from dhmrec_pyg.models import MODELS
-    from dhmrec_pyg.training.config import build_dataclass, load_run_config
 
     path = Path(run_folder) / "config.yaml"
     raw = load_run_config(path)
-    cfg = build_dataclass(TrainConfig, {**raw["train"], **train_overrides}, "training")
-    if cfg.model not in MODELS:
-        raise ConfigError(f"{path}: unknown model {cfg.model!r}")
-    return cfg, build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+    try:
+        cfg = build_dataclass(TrainConfig, {**raw["train"], **train_overrides}, "training")
+        if cfg.model not in MODELS:
+            raise ConfigError(f"unknown model {cfg.model!r}; known models: {', '.join(sorted(MODELS))}")
+        model_cfg = build_dataclass(MODELS[cfg.model].config_class, raw["model"], "model")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg, model_cfg, raw["data"]
+
+
+def read_run_config(run_folder: str | Path, **train_overrides: Any) -> Tuple[TrainConfig, Any]:
+    """A run folder's training and model configs, as the run used them (:func:`read_run`)."""
+    cfg, model_cfg, _ = read_run(run_folder, **train_overrides)
+    return cfg, model_cfg
 
 
 def build_run(cfg: TrainConfig, model_cfg: Any, data: Optional[HeteroData] = None) -> Tuple[HeteroData, Any]:
@@ -299,38 +344,137 @@ def build_run(cfg: TrainConfig, model_cfg: Any, data: Optional[HeteroData] = Non
     run's seed, then builds the model (so its initial weights are the run's). Shared by
     :func:`run_once`, :func:`load_run` and ``dhmrec train --resume``.
     """
-    folder = None
     if data is None:
-        data, folder = open_data(cfg)
+        data, folder = open_source(config_source(cfg))
+    else:
+        folder = cache_folder(data)  # a graph loaded by this module keeps its KNN cache
     seed_everything(cfg.seed)
     return data, build_model(cfg.model, data, model_cfg, cfg.graph.resolved(folder))
 
 
-def load_run(run_folder: str | Path, device: Optional[str] = None) -> LoadedRun:
+def run_data(
+    run_folder: str | Path, cfg: TrainConfig, source: Optional[Source], data: Optional[HeteroData] = None,
+    edge_type: Union[None, str, Sequence[str]] = None, *, user: Optional[str] = None, item: Optional[str] = None,
+) -> HeteroData:
+    """The graph a saved run trained on, in the canonical form, wherever the caller's working directory is.
+
+    - ``data`` given: that graph, read with ``edge_type`` / ``user`` / ``item`` (by default the
+      names the run recorded for a graph from Python), as in
+      :func:`~dhmrec_pyg.schema.as_interaction_graph`;
+    - a recorded dataset (``source``, absolute paths): loaded from there;
+    - a run trained on a graph from Python (``source``: :data:`~dhmrec_pyg.training.config.IN_MEMORY`)
+      needs ``data``;
+    - no source (a format-1 ``config.yaml``): the dataset ``cfg`` names, looked for from the working
+      directory, then from the run folder's parents (:func:`_format1_source`); a synthetic profile
+      found nowhere is generated in a temporary folder (nothing is written in the working directory).
+
+    Raises:
+        ConfigError: a run trained on a graph from Python and no ``data``.
+        DataError: a dataset found nowhere, or a malformed ``data``.
+    """
+    from dhmrec_pyg.data import DataError, load_dataset
+
+    run = Path(run_folder)
+    in_memory = source is not None and source["dataset"] == IN_MEMORY
+    if data is not None:
+        if in_memory and edge_type is None and user is None and item is None:
+            edge_type = source["edge_type"]  # type: ignore[index]
+        return as_interaction_graph(data, edge_type, user=user, item=item)
+    if in_memory:
+        raise ConfigError(
+            f"{run}: the run was trained on a graph handed in from Python (edge type "
+            f"{tuple(source['edge_type'])}); pass that graph: load_run({str(run)!r}, data=graph)"  # type: ignore[index]
+        )
+    if source is None:
+        source = _format1_source(run, cfg)
+    if source is not None:
+        return load_source(source)
+    if _synthetic(cfg.dataset):
+        with tempfile.TemporaryDirectory() as tmp:  # a synthetic profile is a function of its name
+            return load_dataset(cfg.dataset, root=tmp, cache=False)
+    raise DataError(
+        f"{run / 'config.yaml'}: dataset {cfg.dataset!r} (data_root {cfg.data_root!r}) not found from the "
+        f"working directory nor from the run folder's parents; pass the graph: load_run({str(run)!r}, data=graph)"
+    )
+
+
+def _synthetic(name: str) -> bool:
+    """Whether ``name`` is a synthetic profile (``demo``, ``synthetic-<profile>``)."""
+    from dhmrec_pyg.data.synthetic import synthetic_profile_of
+
+    return synthetic_profile_of(name) is not None
+
+
+def _format1_source(run: Path, cfg: TrainConfig) -> Optional[Source]:
+    """Where the dataset of a format-1 run (which did not record it) is, with absolute paths.
+
+    The run's ``dataset`` and ``data_root`` are resolved as
+    :func:`~dhmrec_pyg.data.load_dataset` resolves them, from the working directory first (where a
+    run trained here finds its data), then from each parent of the run folder (a run in
+    ``runs/NAME`` was usually trained two levels up); ``None`` when no such folder exists.
+    """
+    from dhmrec_pyg.data.synthetic import dataset_name, synthetic_profile_of
+
+    name, profile = cfg.dataset, synthetic_profile_of(cfg.dataset)
+    plain = bool(name) and "/" not in name and os.sep not in name and name not in (".", "..")
+    for base in dict.fromkeys([Path.cwd(), *run.resolve().parents]):
+        root = base / Path(cfg.data_root).expanduser()
+        if profile is not None:
+            if (root / dataset_name(profile)).is_dir():
+                return {"dataset": name, "data_root": os.path.abspath(root)}
+        elif name and (base / Path(name).expanduser()).is_dir():
+            return {"dataset": os.path.abspath(base / Path(name).expanduser()), "data_root": os.path.abspath(root)}
+        elif plain and (root / name).is_dir():
+            return {"dataset": name, "data_root": os.path.abspath(root)}
+    return None
+
+
+def load_run(
+    run_folder: str | Path, data: Optional[HeteroData] = None, *,
+    edge_type: Union[None, str, Sequence[str]] = None, user: Optional[str] = None, item: Optional[str] = None,
+    device: Optional[str] = None,
+) -> LoadedRun:
     """Rebuild a saved run: its config, its dataset and its model with the best weights.
 
-    Also exported as ``dhmrec_pyg.load_run`` and ``dhmrec_pyg.training.load_run``.
+    Works from any working directory, for every model and for runs of every ``config.yaml``
+    format. Also exported as ``dhmrec_pyg.load_run`` and ``dhmrec_pyg.training.load_run``.
 
     Args:
-        run_folder: a folder written by ``dhmrec train`` (``config.yaml`` and ``best.pt``).
+        run_folder: a run folder (``config.yaml`` and ``best.pt``), written by ``dhmrec train``
+            or by a :class:`~dhmrec_pyg.training.Trainer` with an output folder.
+        data: the graph the run trained on; needed when it was handed in from Python, optional
+            otherwise (it replaces the recorded dataset). See :func:`run_data`.
+        edge_type, user, item: the graph's own names (default: the ones the run recorded).
         device: override the run's device (``"cpu"``, ``"cuda"``...).
 
     Returns:
         A :class:`LoadedRun` ``(config, model_config, model, data)``; the model is in eval mode.
 
     Raises:
-        ConfigError: the folder is missing, is not a run folder, or names an unknown model.
+        ConfigError: the folder is missing or is not a run folder, names an unknown model, was
+            trained on a graph from Python and no ``data`` is given, or its weights do not fit
+            the model built on ``data``.
+        DataError: the dataset is found nowhere, or ``data`` is malformed.
     """
     from dhmrec_pyg.training.trainer import resolve_device
 
+    if data is not None and not isinstance(data, HeteroData):
+        raise TypeError(f"load_run: data must be a torch_geometric HeteroData, got {type(data).__name__} "
+                        "(give the device as device=...)")
     run = Path(run_folder)
     if not run.is_dir():
         raise ConfigError(f"{run}: no such run folder")
     for name in ("config.yaml", "best.pt"):
         if not (run / name).is_file():
             raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
-    cfg, model_cfg = read_run_config(run, **({} if device is None else {"device": device}))
-    data, model = build_run(cfg, model_cfg)
-    model.load_state_dict(dfiles.load_tensors(run / "best.pt"))
+    cfg, model_cfg, source = read_run(run, **({} if device is None else {"device": device}))
+    graph = run_data(run, cfg, source, data, edge_type, user=user, item=item)
+    graph, model = build_run(cfg, model_cfg, graph)
+    try:
+        model.load_state_dict(dfiles.load_tensors(run / "best.pt"))
+    except RuntimeError as exc:  # e.g. another graph's number of users or items
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ConfigError(f"{run / 'best.pt'}: the weights do not fit the {cfg.model} model built on this data "
+                          f"({first})") from None
     model.to(resolve_device(cfg.device)).eval()
-    return LoadedRun(cfg, model_cfg, model, data)
+    return LoadedRun(cfg, model_cfg, model, graph)

@@ -35,6 +35,7 @@ from dhmrec_pyg.training.interrupt import non_finite_error
 from dhmrec_pyg.training.provenance import environment
 from dhmrec_pyg.training.registry import build_model, named_config, seed_everything  # noqa: F401
 from dhmrec_pyg.training.resume import RUN_FILES, ResumePoint, RunFolder, TrainingState  # noqa: F401
+from dhmrec_pyg.training.source import data_source
 from dhmrec_pyg.training.sampler import BPRSampler
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -110,7 +111,7 @@ class Trainer:
         self._ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         #: Epoch, early stopping, best weights and history: what ``checkpoint.pt`` carries.
         self.state = TrainingState(self.model, self.optimizer, self._ema, cfg.patience)
-        self.config_text = dump_config(cfg, self.model_config)
+        self.config_text = dump_config(cfg, self.model_config, data_source(data, edge_type, user=user, item=item))
         # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
         digest = config_digest(identity_text(cfg, self.model_config))
         self._folder = None if self.out_dir is None else RunFolder(self.out_dir, self.config_text, digest,
