@@ -96,7 +96,7 @@ def test_grid_selects_on_validation(tmp_path, data_root):
         (["--set", "num_layers=two"], "'num_layers' expects a value of type int, got 'two'"),
         (["--set", "bogus=1"], "unknown option 'bogus'"),
         (["--seeds", "a,b"], "--seeds expects comma-separated integers"),
-        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "0"], "TrainConfig.epochs must be >= 1, got 0"),
         (["--dataset", "../etc"], "../etc"),
         (["--grid", "num_layers"], "--grid expects key=v1,v2"),
     ],

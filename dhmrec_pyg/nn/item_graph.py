@@ -316,6 +316,7 @@ class UserAggregation(MessagePassing):
         return crow[:-1], crow[1:] - crow[:-1], col, value.unsqueeze(1)
 
     @staticmethod
+    @torch.compiler.disable  # data-dependent sizes: runs eagerly between compiled graphs
     def rows(x: Tensor, adj: Union[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]], users: Tensor) -> Tensor:
         """Equation (14) for some users only: the rows ``users`` of ``adj @ x``.
 
