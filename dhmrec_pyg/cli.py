@@ -1,4 +1,4 @@
-"""Command line: ``dhmrec train`` (and ``--resume``) and ``dhmrec evaluate``."""
+"""Command line: ``dhmrec train`` (and ``--resume``), ``dhmrec evaluate`` and the other subcommands."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_FOLDER/plots)")
     pl.add_argument("--tsne-sample", type=int, default=1000,
                     help="items drawn for the t-SNE maps (default: 1000)")
+
+    from dhmrec_pyg.tuning import command as tune_command
+
+    tune_command.add_arguments(sub.add_parser("tune", help="search a model's hyper-parameters with Optuna",
+                                              description=tune_command.DESCRIPTION))
 
     prep = sub.add_parser("prepare", help="turn your own interactions and features into a dataset folder",
                           description="Read interactions (CSV with , ; or tab, or Parquet) with any user "
@@ -437,6 +442,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``dhmrec tune`` (:mod:`dhmrec_pyg.tuning`)."""
+    from dhmrec_pyg.tuning import command as tune_command
+
+    return tune_command.run(args)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``dhmrec`` command."""
     parser = _parser()
@@ -458,7 +470,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "train" and ddist.env_world_size() > 1:
             ddist.init_from_env(args.device or "auto")  # under torchrun
         commands = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot,
-                    "prepare": cmd_prepare}
+                    "prepare": cmd_prepare, "tune": cmd_tune}
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
         return _fail(str(exc))

@@ -277,6 +277,10 @@ class Trainer:
         edge_type, user, item: the graph's own names for the interaction edge
             type and the node types (see :func:`~dhmrec_pyg.data.as_interaction_graph`);
             checked up front, with an error listing what was expected and found.
+        callbacks: objects with ``on_epoch_end(trainer, epoch, row)``, called after every
+            epoch once its ``row`` (the history dict, e.g. ``row["valid_recall@20"]``) is
+            appended and ``history.csv`` / ``checkpoint.pt`` are written; an exception raised
+            there (e.g. ``optuna.TrialPruned``) propagates out of :meth:`fit`.
     """
 
     def __init__(
@@ -290,6 +294,7 @@ class Trainer:
         edge_type: Union[None, str, Sequence[str]] = None,
         user: Optional[str] = None,
         item: Optional[str] = None,
+        callbacks: Sequence[Any] = (),
     ) -> None:
         data = as_interaction_graph(data, edge_type, user=user, item=item, require_splits=True)
         self.cfg = cfg
@@ -328,6 +333,8 @@ class Trainer:
         self._epoch = 0
         self._early = EarlyStopping(cfg.patience)
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
+        #: Objects whose ``on_epoch_end(trainer, epoch, row)`` runs after every epoch (see ``callbacks``).
+        self.callbacks: List[Any] = list(callbacks)
         self._ema_params = [p for p in self.model.parameters() if p.is_floating_point()]
         #: The moving averages of the parameters (``cfg.ema_decay`` > 0), else ``None``.
         self.ema: Optional[List[torch.Tensor]] = (
@@ -711,6 +718,8 @@ class Trainer:
             if self.out_dir is not None and self.dist.is_main:
                 self._write_history()
                 self._save_checkpoint(self._epoch, 0, generator.get_state())
+            for callback in self.callbacks:  # an exception raised here propagates out of fit()
+                callback.on_epoch_end(self, epoch, row)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", **{cfg.valid_metric: f"{value:.4f}"},
                             best=f"{early.best_value:.4f}@{early.best_epoch}")
