@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from dhmrec_pyg.models import MODELS
+from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
 from dhmrec_pyg.training.config import (
     ConfigError,
     TrainConfig,
@@ -107,11 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--tsne-sample", type=int, default=1000,
                     help="items drawn for the t-SNE maps (default: 1000)")
 
-    from dhmrec_pyg.tuning import command as tune_command
-
-    tune_command.add_arguments(sub.add_parser("tune", help="search a model's hyper-parameters with Optuna",
-                                              description=tune_command.DESCRIPTION))
-
+    add_tune_parser(sub)
     prep = sub.add_parser("prepare", help="turn your own interactions and features into a dataset folder",
                           description="Read interactions (CSV with , ; or tab, or Parquet) with any user "
                           "and item IDs, and per-modality item features keyed by item ID; map IDs to "

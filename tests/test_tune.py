@@ -61,7 +61,8 @@ def test_default_spaces_are_the_papers_grids() -> None:
 
 def test_yaml_space_overrides_and_unknown_options_are_refused(tmp_path: Path) -> None:
     good = tmp_path / "space.yaml"
-    good.write_text("num_layers: {low: 1, high: 3}\nreg_weight: [1e-5, 1.0e-3]\nlr: {low: 1e-4, high: 1e-2, log: true}\n")
+    good.write_text("num_layers: {low: 1, high: 3}\nreg_weight: [1e-5, 1.0e-3]\n"
+                    "lr: {low: 1e-4, high: 1e-2, log: true}\n")
     space = load_space("lightgcn", good)
     assert space["num_layers"].integer and (space["num_layers"].low, space["num_layers"].high) == (1, 3)
     assert space["reg_weight"].choices == (1e-5, 1e-3)  # PyYAML's string "1e-5" read as a number

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List
+from typing import Any, List
 
 from dhmrec_pyg.training.config import ConfigError
 
@@ -15,6 +15,13 @@ DESCRIPTION = (
     "The best point is rerun with --seeds (OUT/best/seed_<s>); OUT/tune.json, tune.md and the plots "
     "report every trial and the best point's test metrics. Needs the 'tune' extra."
 )
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``dhmrec tune`` to the subcommands ``sub`` (``ArgumentParser.add_subparsers()``)."""
+    parser = sub.add_parser("tune", help="search a model's hyper-parameters with Optuna", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

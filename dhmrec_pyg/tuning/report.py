@@ -96,7 +96,7 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += [
             f"Best: trial {report['best_trial']} {report['best_params']}, valid {report['best_value']:.4f}.",
             "",
-            f"Test at the best validation epoch ({'seeds ' + ', '.join(map(str, seeds)) if seeds else 'the trial itself'}): "
+            f"Test at the best validation epoch ({'seeds ' + ', '.join(map(str, seeds)) if seeds else 'its own run'}): "
             + ", ".join(f"{m} {test[m]['mean']:.4f} ± {test[m]['std']:.4f}" for m in shown),
             "",
         ]
