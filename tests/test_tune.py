@@ -204,3 +204,34 @@ def test_a_killed_worker_leaves_a_study_a_rerun_continues(tmp_path: Path, data_r
     retry = [t for t in report["trials"] if t.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0]["params"] == victim.params and retry[0]["state"] == "COMPLETE"
     assert report["n_trials"] == 3
+
+
+def test_timeout_starts_no_trial_after_it_and_the_report_says_so(tmp_path: Path, data_root: str) -> None:
+    report = tune("lightgcn", DATASET, 5, tmp_path, timeout=1e-6, **_kw(data_root))
+    assert report["n_trials"] == 0 and report["trials"] == [] and report["best_params"] is None
+    assert "No trial finished" in (tmp_path / "tune.md").read_text()
+
+
+def test_trainer_callbacks_run_after_each_epoch_is_written(tmp_path: Path, data_root: str) -> None:
+    from dhmrec_pyg.training.config import TrainConfig
+    from dhmrec_pyg.training.run import build_run
+    from dhmrec_pyg.models import LightGCNConfig
+    from dhmrec_pyg.training.trainer import Trainer
+
+    class Stop:
+        def __init__(self) -> None:
+            self.seen: list = []
+
+        def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict) -> None:
+            lines = (tmp_path / "run" / "history.csv").read_text().splitlines()
+            self.seen.append((epoch, len(lines) - 1, row["valid_recall@20"], trainer.history[-1] is row))
+            if epoch == 1:
+                raise RuntimeError("stop here")
+
+    cfg = TrainConfig(model="lightgcn", dataset=DATASET, data_root=data_root, epochs=4, progress=False, num_threads=1)
+    data, model = build_run(cfg, LightGCNConfig())
+    stop = Stop()
+    with pytest.raises(RuntimeError, match="stop here"):
+        Trainer(model, data, cfg, tmp_path / "run", callbacks=[stop]).fit()
+    assert [s[:2] for s in stop.seen] == [(0, 1), (1, 2)] and all(s[3] for s in stop.seen)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()

@@ -77,7 +77,7 @@ def markdown(report: Dict[str, Any]) -> str:
         f"# Tuning {report['model']} on {report['dataset']}",
         "",
         f"Study `{report['study']}` ({report['storage']}): {report['n_trials']} finished-or-pruned trials "
-        f"({report['states']}); budget {budget['trials']} trials"
+        f"({report['states'] or 'none'}); budget {budget['trials']} trials"
         + (f", timeout {budget['timeout']} s" if budget["timeout"] else "")
         + f", at most {budget['epochs']} epochs each. Sampler {report['sampler']}; pruner {report['pruner']}. "
         f"Selected on {report['selected_on']} only; test metrics at each run's best validation epoch.",
