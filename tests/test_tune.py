@@ -168,36 +168,46 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def _running(out: Path) -> list:
+    """The study's running trials (none before the study exists)."""
+    try:
+        return _study(out).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    except KeyError:  # the study is not made yet
+        return []
+
+
 def test_two_processes_share_one_sqlite_study(tmp_path: Path, data_root: str) -> None:
-    tune("lightgcn", DATASET, 1, tmp_path, **_kw(data_root, epochs=3, space=None))  # the study exists
-    cmd = _cli(tmp_path, data_root, "--trials", "5", "--epochs", "3")
-    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors
+    # A worker in another process asks for 3 trials; once it runs one, this process works the
+    # same study up to 6: both contribute (the other ran at least that trial, this one the rest).
+    other = subprocess.Popen(_cli(tmp_path, data_root, "--trials", "3", "--epochs", "3"), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while not _running(tmp_path) and other.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    report = tune("lightgcn", DATASET, 6, tmp_path, **_kw(data_root, epochs=3, space=None))
+    error = other.communicate(timeout=120)[1].decode()
+    assert other.returncode == 0, error
     trials = _study(tmp_path).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 5  # exactly the budget, no trial lost
-    workers = {t.user_attrs["worker"].split(":")[1] for t in trials[1:]}
-    assert workers == {str(p.pid) for p in procs}  # both worked the study
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6 and report["n_trials"] == 6  # no trial lost or extra
+    workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
+    assert workers == {str(other.pid), str(os.getpid())}  # both worked the study
 
 
 def test_a_killed_worker_leaves_a_study_a_rerun_continues(tmp_path: Path, data_root: str) -> None:
-    cmd = _cli(tmp_path, data_root, "--trials", "3", "--epochs", "10")
+    cmd = _cli(tmp_path, data_root, "--trials", "3", "--epochs", "15")
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim = None
     deadline = time.monotonic() + 90
     while victim is None and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        try:
-            running = _study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except KeyError:  # the study is not made yet
-            continue
+        time.sleep(0.05)
+        running = _running(tmp_path)
         if running and (tmp_path / "trials" / f"trial_{running[0].number}" / "history.csv").exists():
             victim = running[0]
             proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert victim is not None, "the worker finished before it could be killed mid-trial"
     assert worker_alive(victim.user_attrs["worker"]) is False and worker_alive(worker_tag()) is True
-    report = tune("lightgcn", DATASET, 3, tmp_path, **_kw(data_root, epochs=10, space=None))
+    report = tune("lightgcn", DATASET, 3, tmp_path, **_kw(data_root, epochs=15, space=None))
     rows = {t["number"]: t for t in report["trials"]}
     assert rows[victim.number]["state"] == "FAIL" and "killed" in rows[victim.number]["error"]
     assert not (tmp_path / "trials" / f"trial_{victim.number}").exists()  # its partial run folder is gone
