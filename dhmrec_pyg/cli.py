@@ -7,7 +7,9 @@
 * ``dhmrec recommend RUN_FOLDER``: each user's top-K items, written as CSV or Parquet;
 * ``dhmrec plot RUN_FOLDER``: a run's (or a grid's) figures as PNG files;
 * ``dhmrec prepare INTERACTIONS OUT_FOLDER``: your own interactions and item features turned into a
-  dataset folder that ``train`` reads.
+  dataset folder that ``train`` reads;
+* ``dhmrec tune``: an Optuna search of a model's hyper-parameters on validation, with pruning,
+  resumable studies and parallel workers.
 
 Without a subcommand, ``dhmrec`` runs ``train`` (DHMRec on the built-in demo data).
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from dhmrec_pyg.models import MODELS
+from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
 from dhmrec_pyg.training.config import (
     ConfigError,
     TrainConfig,
@@ -119,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--tsne-sample", type=int, default=1000,
                     help="items drawn for the t-SNE maps (default: 1000)")
 
+    add_tune_parser(sub)
     prep = sub.add_parser("prepare", help="turn your own interactions and features into a dataset folder",
                           description="Read interactions (CSV with , ; or tab, or Parquet) with any user "
                           "and item IDs, and per-modality item features keyed by item ID; map IDs to "
@@ -454,6 +458,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``dhmrec tune`` (:mod:`dhmrec_pyg.tuning`)."""
+    from dhmrec_pyg.tuning import command as tune_command
+
+    return tune_command.run(args)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``dhmrec`` command."""
     parser = _parser()
@@ -475,7 +486,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             ddist.init_from_env(args.device or "auto")  # under torchrun
         if args.command == "train":
             return cmd_train(args, argv)
-        commands = {"evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot, "prepare": cmd_prepare}
+        commands = {"evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot, "prepare": cmd_prepare,
+                    "tune": cmd_tune}
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
         return _fail(str(exc))

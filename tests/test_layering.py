@@ -28,7 +28,7 @@ LAYERS: List[List[str]] = [
     ["data"],
     ["models", "ranking"],
     ["training"],
-    ["recommend", "plot"],
+    ["recommend", "plot", "tuning"],
     ["cli", ""],
 ]
 

@@ -1,0 +1,26 @@
+"""benchmarks.tune_compare: every model tuned with the same budget, one table (tiny data)."""
+import json
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from benchmarks import tune_compare  # noqa: E402
+
+
+def test_equal_budget_table(tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--dataset", "synthetic-tiny", "--models", "lightgcn,bpr", "--trials", "2", "--seeds", "0",
+            "--epochs", "2", "--pruner", "none", "--results", str(results), "--runs", str(runs)]
+    assert tune_compare.main(argv) == 0
+    result = json.loads((results / "tune_synthetic-tiny.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["lightgcn", "bpr"]
+    assert result["budget"]["trials"] == 2 and result["budget"]["pruner"] == "none"
+    for row in result["rows"]:
+        tuned = json.loads((runs / "tune_synthetic-tiny" / row["model"] / "tune.json").read_text())
+        assert tuned["n_trials"] == 2 and row["best_params"] == tuned["best_params"]
+        assert row["seeds"] == [0] and row["test"]["recall@20"]["std"] == 0.0
+        best = runs / "tune_synthetic-tiny" / row["model"] / "best" / "seed_0" / "metrics.json"
+        assert row["test"]["recall@20"]["mean"] == json.loads(best.read_text())["test"]["recall@20"]
+    text = (results / "tune_synthetic-tiny.md").read_text()
+    assert "Budget per model: 2 finished-or-pruned trials" in text and "| lightgcn |" in text and "| bpr |" in text
