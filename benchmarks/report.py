@@ -324,8 +324,9 @@ def docs_pages() -> Dict[str, str]:
         listing.append(f"| [`{path.name}`](files/{path.name}) | {title.replace('|', '/')} |")
         pages[f"files/{path.name}"] = relativise(GENERATED + "\n\n" + text.rstrip() + "\n")
     pages["all.md"] = _page("All result files", [
-        "Every Markdown file of `benchmarks/results/`, as the benchmark script that ran wrote it (the "
-        "JSON file of the same name holds the same figures unrounded).", ""], listing)
+        "Every Markdown file of `benchmarks/results/`, as the benchmark script that ran wrote it, with "
+        "the paths of the machine it ran on cut to the part under its working folder; the JSON file of the same name "
+        "holds what the script recorded.", ""], listing)
     return pages
 
 
