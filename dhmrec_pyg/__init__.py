@@ -5,7 +5,10 @@
 :mod:`dhmrec_pyg.models`, the layers in :mod:`dhmrec_pyg.nn`, the data in
 :mod:`dhmrec_pyg.data`.
 """
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time ``__getattr__`` imports it
+    from dhmrec_pyg.training.run import load_run
 
 __version__ = "0.1.0"
 __all__ = ["load_run"]
