@@ -99,32 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["val", "test", "both"], default="both",
                     help="which split to evaluate (default: both)")
 
-    rec = sub.add_parser("recommend", help="write top-K recommendations of a saved run",
-                         description="Score all items for each user with the run's best checkpoint, "
-                         "exclude the user's training items, and write the top K as CSV or Parquet, one "
-                         "row per (user, rank): columns user, rank, item, score, and for a data set made "
-                         "by 'dhmrec prepare' also original_user, original_item (its original ids). A "
-                         "training item is never recommended: a user with fewer than K other items gets "
-                         "all of them (fewer rows), with a warning. Items known only through their "
-                         "features can be recommended when the model has a multimodal branch.")
-    rec.add_argument("run_folder", help="a folder written by 'dhmrec train'")
-    rec.add_argument("--k", type=int, default=20, help="items per user (default: 20)")
-    rec.add_argument("--users", default=None,
-                     help="file with one user id per line (default: all users). For a data set made by "
-                     "'dhmrec prepare' the ids are its original ids (unless --internal-ids); ids that are "
-                     "not users of the data set are skipped with a warning giving their count and the "
-                     "first few (an error when none is known)")
-    rec.add_argument("--users-header", action=argparse.BooleanOptionalAction, default=None,
-                     help="the --users file has (or has not) a header line; default: its first line is a "
-                     "header only when it is user, userID, user_id or original_id")
-    rec.add_argument("--internal-ids", action="store_true",
-                     help="the --users file holds the internal integer ids, also for a data set with "
-                     "original ids")
-    rec.add_argument("--output", default=None,
-                     help="output .csv or .parquet (default: RUN_FOLDER/recommendations_top<K>.csv)")
-    rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
-                     help="search a faiss inner-product index instead of a dense score matrix "
-                     "(auto: for catalogues of 100,000 items or more)")
+    _add_recommend_parser(sub)
 
     pl = sub.add_parser("plot", help="draw a run's figures as PNG files",
                         description="Learning curves (loss, validation Recall@20); for DHMRec, t-SNE "
@@ -418,6 +393,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     splits = ["val", "test"] if args.split == "both" else [args.split]
     print(json.dumps({s: evaluate_model(model, evaluators[s]) for s in splits}, indent=2))
     return 0
+
+
+def _add_recommend_parser(sub: Any) -> None:
+    """The ``dhmrec recommend`` subcommand and its options, on the subparsers ``sub``."""
+    rec = sub.add_parser("recommend", help="write top-K recommendations of a saved run",
+                         description="Score all items for each user with the run's best checkpoint, "
+                         "exclude the user's training items, and write the top K as CSV or Parquet, one "
+                         "row per (user, rank): columns user, rank, item, score, and for a data set made "
+                         "by 'dhmrec prepare' also original_user, original_item (its original ids). A "
+                         "training item is never recommended: a user with fewer than K other items gets "
+                         "all of them (fewer rows), with a warning. Items known only through their "
+                         "features can be recommended when the model has a multimodal branch.")
+    rec.add_argument("run_folder", help="a folder written by 'dhmrec train'")
+    rec.add_argument("--k", type=int, default=20, help="items per user (default: 20)")
+    rec.add_argument("--users", default=None,
+                     help="file with one user id per line (default: all users). For a data set made by "
+                     "'dhmrec prepare' the ids are its original ids (unless --internal-ids); ids that are "
+                     "not users of the data set are skipped with a warning giving their count and the "
+                     "first few (an error when none is known)")
+    rec.add_argument("--users-header", action=argparse.BooleanOptionalAction, default=None,
+                     help="the --users file has (or has not) a header line; default: its first line is a "
+                     "header only when it is user, userID, user_id or original_id")
+    rec.add_argument("--internal-ids", action="store_true",
+                     help="the --users file holds the internal integer ids, also for a data set with "
+                     "original ids")
+    rec.add_argument("--output", default=None,
+                     help="output .csv or .parquet (default: RUN_FOLDER/recommendations_top<K>.csv)")
+    rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
+                     help="search a faiss inner-product index instead of a dense score matrix "
+                     "(auto: for catalogues of 100,000 items or more)")
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
