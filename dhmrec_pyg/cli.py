@@ -429,7 +429,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     """``dhmrec recommend RUN_FOLDER``."""
     import warnings
 
-    from dhmrec_pyg.recommend import dataset_original_ids, recommend, write_recommendations
+    from dhmrec_pyg.recommend import ShortListWarning, dataset_original_ids, recommend, write_recommendations
     from dhmrec_pyg.training.run import load_run
 
     run = Path(args.run_folder)
@@ -445,10 +445,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     users = _recommend_users(args, original.user_index if original is not None else None)
     use_faiss = {"auto": None, "yes": True, "no": False}[args.faiss]
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", ShortListWarning)
         u, items, scores = recommend(model, model.train_edge_index, args.k, users, use_faiss=use_faiss)
-    for w in caught:
-        print(f"dhmrec: warning: {w.message}", file=sys.stderr)
+    for w in caught:  # a short list is news for the user; anything else goes on as it came
+        if issubclass(w.category, ShortListWarning):
+            print(f"dhmrec: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     write_recommendations(output, u, items, scores, original)
     rows = int((items >= 0).sum())
     print(f"top-{args.k} items for {len(u)} users written to {output} ({rows} rows)")

@@ -270,7 +270,7 @@ def read_user_file(
 def _user_rows(path: Path) -> List[Tuple[int, str]]:
     """``(line number, stripped value)`` of the non-blank lines of a one-column users file."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             rows = []
             for fields in reader:

@@ -114,6 +114,8 @@ def test_a_users_file_whose_first_line_is_no_id_is_an_error(shop, tmp_path, caps
         read_user_file(_write(tmp_path / "h.txt", "user\n4\nx\n"))
     assert read_user_file(_write(tmp_path / "d.txt", "userID\n4\n\n2\n")).users.tolist() == [4, 2]
     assert read_user_file(_write(tmp_path / "n.txt", "3\n4\n"), header=True).users.tolist() == [4]
+    (tmp_path / "bom.csv").write_bytes("user\r\n7\r\n".encode("utf-8-sig"))  # as spreadsheets save it
+    assert read_user_file(tmp_path / "bom.csv").users.tolist() == [7]
     with pytest.raises(ValueError, match="no user ids"):
         read_user_file(_write(tmp_path / "e.txt", "user\n"))
 
