@@ -24,6 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
 from dhmrec_pyg.training.config import (
@@ -97,20 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["val", "test", "both"], default="both",
                     help="which split to evaluate (default: both)")
 
-    rec = sub.add_parser("recommend", help="write top-K recommendations of a saved run",
-                         description="Score all items for each user with the run's best checkpoint, "
-                         "exclude the user's training items, and write the top K (user, rank, item, "
-                         "score) as CSV or Parquet. Items known only through their features can be "
-                         "recommended when the model has a multimodal branch.")
-    rec.add_argument("run_folder", help="a folder written by 'dhmrec train'")
-    rec.add_argument("--k", type=int, default=20, help="items per user (default: 20)")
-    rec.add_argument("--users", default=None,
-                     help="file with one user id per line (default: all users)")
-    rec.add_argument("--output", default=None,
-                     help="output .csv or .parquet (default: RUN_FOLDER/recommendations_top<K>.csv)")
-    rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
-                     help="search a faiss inner-product index instead of a dense score matrix "
-                     "(auto: for catalogues of 100,000 items or more)")
+    _add_recommend_parser(sub)
 
     pl = sub.add_parser("plot", help="draw a run's figures as PNG files",
                         description="Learning curves (loss, validation Recall@20); for DHMRec, t-SNE "
@@ -406,22 +395,86 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recommend_parser(sub: Any) -> None:
+    """The ``dhmrec recommend`` subcommand and its options, on the subparsers ``sub``."""
+    rec = sub.add_parser("recommend", help="write top-K recommendations of a saved run",
+                         description="Score all items for each user with the run's best checkpoint, "
+                         "exclude the user's training items, and write the top K as CSV or Parquet, one "
+                         "row per (user, rank): columns user, rank, item, score, and for a data set made "
+                         "by 'dhmrec prepare' also original_user, original_item (its original ids). A "
+                         "training item is never recommended: a user with fewer than K other items gets "
+                         "all of them (fewer rows), with a warning. Items known only through their "
+                         "features can be recommended when the model has a multimodal branch.")
+    rec.add_argument("run_folder", help="a folder written by 'dhmrec train'")
+    rec.add_argument("--k", type=int, default=20, help="items per user (default: 20)")
+    rec.add_argument("--users", default=None,
+                     help="file with one user id per line (default: all users). For a data set made by "
+                     "'dhmrec prepare' the ids are its original ids (unless --internal-ids); ids that are "
+                     "not users of the data set are skipped with a warning giving their count and the "
+                     "first few (an error when none is known)")
+    rec.add_argument("--users-header", action=argparse.BooleanOptionalAction, default=None,
+                     help="the --users file has (or has not) a header line; default: its first line is a "
+                     "header only when it is user, userID, user_id or original_id")
+    rec.add_argument("--internal-ids", action="store_true",
+                     help="the --users file holds the internal integer ids, also for a data set with "
+                     "original ids")
+    rec.add_argument("--output", default=None,
+                     help="output .csv or .parquet (default: RUN_FOLDER/recommendations_top<K>.csv)")
+    rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
+                     help="search a faiss inner-product index instead of a dense score matrix "
+                     "(auto: for catalogues of 100,000 items or more)")
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     """``dhmrec recommend RUN_FOLDER``."""
-    from dhmrec_pyg.recommend import read_user_file, recommend, write_recommendations
+    import warnings
+
+    from dhmrec_pyg.recommend import ShortListWarning, dataset_original_ids, recommend, write_recommendations
     from dhmrec_pyg.training.run import load_run
 
     run = Path(args.run_folder)
     output = Path(args.output) if args.output else run / f"recommendations_top{args.k}.csv"
     if output.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--output {output}: use a .csv or .parquet file name")
-    users = read_user_file(args.users) if args.users else None
-    model = load_run(run).model
+    if args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    if args.users and not Path(args.users).is_file():
+        raise ConfigError(f"--users {args.users}: no such file")
+    loaded = load_run(run)
+    model, original = loaded.model, dataset_original_ids(loaded.data)
+    users = _recommend_users(args, original.user_index if original is not None else None)
     use_faiss = {"auto": None, "yes": True, "no": False}[args.faiss]
-    u, items, scores = recommend(model, model.train_edge_index, args.k, users, use_faiss=use_faiss)
-    write_recommendations(output, u, items, scores)
-    print(f"top-{args.k} items for {len(u)} users written to {output}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ShortListWarning)
+        u, items, scores = recommend(model, model.train_edge_index, args.k, users, use_faiss=use_faiss)
+    for w in caught:  # a short list is news for the user; anything else goes on as it came
+        if issubclass(w.category, ShortListWarning):
+            print(f"dhmrec: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    write_recommendations(output, u, items, scores, original)
+    rows = int((items >= 0).sum())
+    print(f"top-{args.k} items for {len(u)} users written to {output} ({rows} rows)")
     return 0
+
+
+def _recommend_users(args: argparse.Namespace, user_index: Optional[Dict[str, int]]) -> Optional[np.ndarray]:
+    """The internal ids of the users of ``dhmrec recommend --users`` (``None``: all users); unknown
+    original ids are reported on stderr, or are an error when no id of the file is known."""
+    from dhmrec_pyg.recommend import read_user_file
+
+    if not args.users:
+        return None
+    ids = None if args.internal_ids else user_index
+    found = read_user_file(args.users, header=args.users_header, ids=ids)
+    if found.unknown:
+        first = ", ".join(repr(t) for t in found.unknown[:5])
+        what = f"{len(found.unknown)} of {len(found.unknown) + found.users.size} ids are not users of the data set"
+        if found.users.size == 0:
+            raise ConfigError(f"--users {found.path}: {what} (first: {first}); to give internal integer ids "
+                              "add --internal-ids")
+        print(f"dhmrec: warning: --users {found.path}: {what}, skipped (first: {first})", file=sys.stderr)
+    return found.users
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ interactions to leave out (:func:`csr_index`, :func:`gather_rows`) and a batched
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -16,11 +17,20 @@ from torch import Tensor
 
 from dhmrec_pyg.errors import ConfigError
 
-__all__ = ["FAISS_MIN_ITEMS", "csr_index", "gather_rows", "top_k"]
+__all__ = ["FAISS_MIN_ITEMS", "NO_ITEM", "ShortListWarning", "csr_index", "gather_rows", "top_k"]
 
 #: Above this many items, top-K search goes through a faiss inner-product index
 #: instead of a dense users x items score matrix.
 FAISS_MIN_ITEMS = 100_000
+
+#: The item id that fills a user's row of :func:`top_k` past its last candidate (score ``-inf``).
+NO_ITEM = -1
+
+
+class ShortListWarning(UserWarning):
+    """Some users have fewer items to recommend (items outside their training interactions) than
+    the ``k`` asked for: their lists are shorter."""
+
 
 #: ``f(user_emb_batch [B, d], item_emb [I, d]) -> [B, I]`` preference scores.
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -59,6 +69,10 @@ def top_k(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best-scored items of each user, never one of the user's ``exclude`` items.
 
+    A user's candidates are the items outside its ``exclude`` pairs. A user with fewer than ``k``
+    candidates gets all of them, and its row ends with :data:`NO_ITEM` (score ``-inf``) where the
+    candidates run out; one :class:`ShortListWarning` then says how many users that concerns.
+
     Args:
         user_emb: ``[U, d]`` final user embeddings.
         item_emb: ``[I, d]`` final item embeddings.
@@ -73,17 +87,17 @@ def top_k(
             :data:`FAISS_MIN_ITEMS` items when ``score_fn`` is ``None``.
 
     Returns:
-        ``(users [B], items [B, k], scores [B, k])`` as NumPy arrays, best first.
+        ``(users [B], items [B, w], scores [B, w])`` as NumPy arrays, best first, with
+        ``w = min(k, I)``. Row ``b`` holds ``min(w, c_b)`` real items, ``c_b`` being the number of
+        candidates of user ``users[b]``; the cells after them are item :data:`NO_ITEM` with score
+        ``-inf``.
 
     Raises:
-        ConfigError: ``k`` < 1 or above the number of items, a user id out of range, or faiss
-            asked for with a ``score_fn``.
+        ConfigError: ``k`` < 1, a user id out of range, or faiss asked for with a ``score_fn``.
     """
     num_users, num_items = user_emb.size(0), item_emb.size(0)
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
-    if k > num_items:
-        raise ConfigError(f"k={k} exceeds the number of items ({num_items})")
     if isinstance(users, Tensor):
         users = users.flatten().tolist()
     all_users = np.arange(num_users) if users is None else np.asarray(list(users), dtype=np.int64)
@@ -92,23 +106,56 @@ def top_k(
         raise ConfigError(f"user id {int(bad[0])} is out of range (0..{num_users - 1})")
     if use_faiss and score_fn is not None:
         raise ConfigError("use_faiss=True needs inner-product scores (score_fn=None): faiss search is not exact")
-    rowptr, seen = csr_index(exclude.cpu(), num_users)
+    rowptr, seen = csr_index(_distinct_pairs(exclude.cpu(), num_items), num_users)
+    candidates = num_items - (rowptr[1:] - rowptr[:-1]).numpy()[all_users]
+    _warn_short_lists(k, candidates)
+    width = min(k, num_items)
     if use_faiss is None:
         use_faiss = score_fn is None and num_items >= FAISS_MIN_ITEMS
     if use_faiss:
-        return _top_k_faiss(user_emb, item_emb, all_users, rowptr.numpy(), seen.numpy(), k)
-    score_fn = score_fn or _inner_product
-    out_items = np.empty((all_users.size, k), dtype=np.int64)
-    out_scores = np.empty((all_users.size, k), dtype=np.float32)
-    for start in range(0, all_users.size, batch_size):
-        batch = all_users[start : start + batch_size]
+        out_items, out_scores = _top_k_faiss(user_emb, item_emb, all_users, rowptr.numpy(), seen.numpy(), width)
+    else:
+        out_items, out_scores = _top_k_dense(user_emb, item_emb, all_users, rowptr, seen, width,
+                                             batch_size, score_fn or _inner_product)
+    past_end = np.arange(width)[None, :] >= candidates[:, None]
+    out_items[past_end] = NO_ITEM
+    out_scores[past_end] = -np.inf
+    return all_users, out_items, out_scores
+
+
+def _distinct_pairs(pairs: Tensor, num_items: int) -> Tensor:
+    """The distinct columns of a ``[2, E]`` (user, item) index, sorted by user."""
+    if pairs.numel() == 0:
+        return pairs.long().reshape(2, 0)
+    key = torch.unique(pairs[0].long() * num_items + pairs[1].long())
+    return torch.stack([key // num_items, key % num_items])
+
+
+def _warn_short_lists(k: int, candidates: np.ndarray) -> None:
+    """One :class:`ShortListWarning` when some users have fewer than ``k`` candidates."""
+    short = candidates < k
+    if short.any():
+        warnings.warn(
+            f"k={k} is more than the items left to recommend to {int(short.sum())} of {candidates.size} users "
+            f"(items outside their training interactions; fewest: {int(candidates.min())}): their lists are "
+            "shorter", ShortListWarning, stacklevel=4,
+        )
+
+
+def _top_k_dense(user_emb: Tensor, item_emb: Tensor, users: np.ndarray, rowptr: Tensor, seen: Tensor, k: int,
+                 batch_size: int, score_fn: ScoreFn) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` by scoring ``batch_size`` users against all items at once, seen items at ``-inf``."""
+    out_items = np.empty((users.size, k), dtype=np.int64)
+    out_scores = np.empty((users.size, k), dtype=np.float32)
+    for start in range(0, users.size, batch_size):
+        batch = users[start : start + batch_size]
         scores = score_fn(user_emb[torch.from_numpy(batch).to(user_emb.device)], item_emb)
         rows, cols = gather_rows(rowptr, seen, torch.from_numpy(batch))
         scores[rows.to(scores.device), cols.to(scores.device)] = -float("inf")
         top = torch.topk(scores, k, dim=1)
         out_items[start : start + batch.size] = top.indices.cpu().numpy()
         out_scores[start : start + batch.size] = top.values.float().cpu().numpy()
-    return all_users, out_items, out_scores
+    return out_items, out_scores
 
 
 def _inner_product(user_emb: Tensor, item_emb: Tensor) -> Tensor:
@@ -117,9 +164,9 @@ def _inner_product(user_emb: Tensor, item_emb: Tensor) -> Tensor:
 
 
 def _top_k_faiss(user_emb: Tensor, item_emb: Tensor, users: np.ndarray, rowptr: np.ndarray,
-                 seen: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 seen: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`top_k` through an exact faiss inner-product index, searched deep enough that
-    ``k`` items remain once each user's seen items are dropped."""
+    ``k`` items remain once each user's seen items are dropped (fewer where the catalogue ends)."""
     import faiss
 
     items = np.ascontiguousarray(item_emb.float().cpu().numpy())
@@ -129,10 +176,11 @@ def _top_k_faiss(user_emb: Tensor, item_emb: Tensor, users: np.ndarray, rowptr: 
     degree = rowptr[users + 1] - rowptr[users]
     depth = int(min(items.shape[0], k + (degree.max() if degree.size else 0)))
     scores, cand = index.search(queries, depth)
-    out_items = np.empty((users.size, k), dtype=np.int64)
-    out_scores = np.empty((users.size, k), dtype=np.float32)
+    out_items = np.full((users.size, k), NO_ITEM, dtype=np.int64)
+    out_scores = np.full((users.size, k), -np.inf, dtype=np.float32)
     for row, u in enumerate(users):
         keep = ~np.isin(cand[row], seen[rowptr[u] : rowptr[u + 1]])
-        out_items[row] = cand[row][keep][:k]
-        out_scores[row] = scores[row][keep][:k]
-    return users, out_items, out_scores
+        found = cand[row][keep][:k]
+        out_items[row, : found.size] = found
+        out_scores[row, : found.size] = scores[row][keep][:k]
+    return out_items, out_scores

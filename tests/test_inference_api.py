@@ -11,6 +11,7 @@ from dhmrec_pyg.cli import main
 from dhmrec_pyg.data import make_synthetic
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.models.base import EDGE, TopK
+from dhmrec_pyg.ranking import NO_ITEM, ShortListWarning
 from dhmrec_pyg.recommend import recommend
 from dhmrec_pyg.training import LoadedRun, load_run
 
@@ -62,8 +63,12 @@ def test_recommend_defaults_to_all_users_and_checks_its_arguments(data):
     assert torch.equal(model.recommend([4, 2], k=3).items, top.items[[4, 2]])
     with pytest.raises(ValueError, match="out of range"):
         model.recommend([50], k=3)
-    with pytest.raises(ValueError, match="exceeds the number of items"):
-        model.recommend([0], k=31)
+    with pytest.warns(ShortListWarning, match="k=31 is more than the items left"):
+        capped = model.recommend([0], k=31)  # capped at the catalogue, padded past the user's last item
+    ei = data[EDGE].edge_index
+    n_left = 30 - len(set(ei[1][ei[0] == 0].tolist()))
+    assert capped.items.shape == (1, 30) and (capped.items[0, n_left:] == NO_ITEM).all()
+    assert (capped.items[0, :n_left] != NO_ITEM).all()
     with pytest.raises(ValueError, match=">= 1"):
         model.recommend([0], k=0)
 

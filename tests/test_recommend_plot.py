@@ -82,7 +82,7 @@ def test_recommend_errors(runs, tmp_path, capsys):
     bad = tmp_path / "users.txt"
     bad.write_text("1\nabc\n")
     assert main(["recommend", str(runs["lightgcn"]), "--users", str(bad)]) == 2
-    assert "--users" in capsys.readouterr().err
+    assert f"{bad}, line 2, column 1: 'abc' is not an integer user id" in capsys.readouterr().err
     big = tmp_path / "big.txt"
     big.write_text("999999\n")
     assert main(["recommend", str(runs["lightgcn"]), "--users", str(big)]) == 2

@@ -275,8 +275,10 @@ class TopK(NamedTuple):
 
     Attributes:
         users: ``[B]`` the user ids asked for.
-        items: ``[B, k]`` item ids, never one of the user's training items.
-        scores: ``[B, k]`` their scores (equation (23)).
+        items: ``[B, w]`` item ids, never one of the user's training items; ``w = min(k, number
+            of items)``. A user with fewer than ``k`` items outside its training interactions has
+            all of them, then :data:`~dhmrec_pyg.ranking.NO_ITEM` (-1) to the end of its row.
+        scores: ``[B, w]`` their scores (equation (23)); ``-inf`` where the item is ``NO_ITEM``.
     """
 
     users: Tensor
@@ -425,10 +427,15 @@ class Recommender(nn.Module, metaclass=_ChecksGraph):
             batch_size: users scored at once.
 
         Returns:
-            A :class:`TopK` of CPU tensors: ``users [B]``, ``items [B, k]``, ``scores [B, k]``.
+            A :class:`TopK` of CPU tensors: ``users [B]``, ``items [B, w]``, ``scores [B, w]`` with
+            ``w = min(k, number of items)``. When a user has fewer than ``k`` items outside its
+            training interactions (``k`` near or above the number of items), its row holds all of
+            them, best first, then item :data:`~dhmrec_pyg.ranking.NO_ITEM` (-1) with score
+            ``-inf``; a :class:`~dhmrec_pyg.ranking.ShortListWarning` says how many users that
+            concerns. A training item is never returned.
 
         Raises:
-            ValueError: ``k`` < 1 or above the number of items, or a user id out of range.
+            ValueError: ``k`` < 1, or a user id out of range.
         """
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
