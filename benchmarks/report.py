@@ -221,12 +221,23 @@ def eval_noise_sections(details: Callable[[str], str] = repo_details) -> list[st
 RUNS_HEADING = "**Every recorded run** (each `benchmarks/results/<dataset>_<model>[_tag].md` has the grid):"
 
 
+def tune_sections(details: Callable[[str], str] = repo_details) -> list[str]:
+    """The equal-budget comparisons of tuned models (``results/tune_<dataset>.md``)."""
+    body: list[str] = []
+    for path in sorted((HERE / "results").glob("tune_*.md")):
+        body += embedded(path.stem, f"Tuned with an equal budget on {path.stem.split('_', 1)[1]}", details=details)
+    return body
+
+
+#: Where the README sends a reader for every other result.
+MORE = ("DHMRec's readings and ablations, the speed and scaling tables and every recorded run are the "
+        "documentation's results pages (`docs/results/`, generated from `benchmarks/results/*.json`).")
+
+
 def readme_body() -> list[str]:
-    """The lines between the README's RESULTS markers."""
-    body = ["", INTRO, ""]
-    body += accuracy_sections() + dhmrec_sections() + speed_sections() + eval_noise_sections()
-    body += ablation_table() + propagation_table()
-    return body + ["", RUNS_HEADING, ""] + accuracy_table() + [""]
+    """The lines between the README's RESULTS markers: the model comparisons, short."""
+    body = ["", INTRO, ""] + accuracy_sections() + tune_sections() + ["", MORE, ""]
+    return [relativise(line) for line in body]
 
 
 def write_readme() -> int:

@@ -102,10 +102,29 @@ def test_load_run_is_public_and_named(run_folder):
     assert item_emb.shape == (int(data["item"].num_nodes), model_cfg.embedding_dim)
 
 
-def test_readme_python_example_runs(run_folder, capsys):
+def _readme_code(heading: str) -> str:
     text = README.read_text(encoding="utf-8")
-    section = text.split("## Use a trained model from Python", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    folder = re.search(r'load_run\("([^"]+)"\)', code).group(1)
-    exec(compile(code.replace(folder, str(run_folder)), "README", "exec"), {})
-    assert capsys.readouterr().out.strip()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python snippet, as written (2 epochs instead of 5), from an empty folder."""
+    monkeypatch.chdir(tmp_path)
+    code = _readme_code("From Python").replace("epochs=5", "epochs=2")
+    namespace: dict = {}
+    exec(compile(code, "README", "exec"), namespace)
+    model_name, recall = capsys.readouterr().out.split()
+    assert model_name == "dhmrec" and 0.0 < float(recall) == namespace["metrics"]["test"]["recall@20"]
+    assert namespace["top"].items.shape == (3, 10)
+    train = namespace["run"].model.train_edge_index
+    for user, items in zip([0, 1, 2], namespace["top"].items.tolist()):
+        assert not set(items) & set(train[1][train[0] == user].tolist())
+
+
+def test_readme_layers_example_runs():
+    namespace: dict = {}
+    exec(compile(_readme_code("DHMRec as PyG layers"), "README", "exec"), namespace)
+    assert namespace["fused"].shape == (1000, 64)
+    assert len(namespace["maps"]) == 3 and all(m.shape == (64, 64) for m in namespace["maps"])
+    assert all(torch.allclose(m.sum(-1), torch.ones(64)) for m in namespace["maps"])
