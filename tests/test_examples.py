@@ -23,7 +23,7 @@ def _load(name: str):
     return module
 
 
-@pytest.mark.parametrize("name", ["new_user", "stock_pyg_interop"])
+@pytest.mark.parametrize("name", ["new_user", "stock_pyg_interop", "custom_pyg_model"])
 def test_example_imports_no_private_name(name):
     tree = ast.parse((EXAMPLES / f"{name}.py").read_text())
     assert ast.get_docstring(tree), f"{name}.py has no module docstring"
@@ -94,3 +94,12 @@ def test_stock_pyg_graph_is_a_buffer():
     assert moved.edge_index.dtype == torch.long and moved.user_emb.weight.dtype == torch.float64
     if torch.cuda.is_available():
         assert model.to("cuda").edge_index.is_cuda
+
+
+def test_custom_pyg_model_example_learns(capsys):
+    """The layers composed into another model train: 30 steps rank validation items better than none."""
+    ex = _load("custom_pyg_model")
+    untrained = ex.main(steps=0)
+    trained = ex.main(steps=30)
+    assert trained > 1.2 * untrained, (trained, untrained)
+    assert "validation recall@20 after 30 steps" in capsys.readouterr().out
