@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow writing into a run folder that already holds results")
     train.add_argument("--resume", default=None, metavar="RUN_FOLDER",
                        help="continue the run in RUN_FOLDER from its last checkpoint, with the "
-                       "run's own config.yaml (only --quiet, --device and --compile may be given with it); "
+                       "run's own config.yaml (only --quiet, --device, --compile and --logger may be given with it); "
                        "on the CPU the result is identical to an uninterrupted run")
     train.add_argument("--config", default=None,
                        help="YAML file with 'train:' and 'model:' sections; command-line options win")
@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="hyper-parameter grid (repeatable); the best point on validation is kept")
     train.add_argument("--device", default=None, help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--logger", choices=["csv", "tensorboard"], default=None,
+                       help="'csv' (default): history.csv; 'tensorboard': also TensorBoard event files in "
+                       "RUN_FOLDER/tensorboard (needs the 'tensorboard' extra); same as --set logger=...; "
+                       "may be given with --resume")
     train.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                        help="compile the loss and its backward with torch.compile: MODE 'default' (the "
                        "value without MODE), 'reduce-overhead' (CUDA graphs on a GPU), 'max-autotune', or "
@@ -162,7 +166,8 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], typ
     base = load_yaml_config(args.config) if args.config else {"train": {}, "model": {}}
     train_values = dict(base["train"])
     for key, attr in [("model", "model"), ("dataset", "dataset"), ("data_root", "data_root"),
-                      ("epochs", "epochs"), ("seed", "seed"), ("device", "device"), ("compile", "compile")]:
+                      ("epochs", "epochs"), ("seed", "seed"), ("device", "device"), ("compile", "compile"),
+                      ("logger", "logger")]:
         value = getattr(args, attr)
         if value is not None:
             train_values[key] = value
@@ -292,6 +297,8 @@ def _resume(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.compile is not None:  # how the steps run, not what they compute: not part of the run's identity
         overrides["compile"] = args.compile
+    if args.logger is not None:  # how the run is watched: not part of its identity either
+        overrides["logger"] = args.logger
     cfg, model_cfg, source = read_run(run, **overrides)
     if source is not None and source["dataset"] == IN_MEMORY:
         raise ConfigError(f"--resume {run}: the run was trained on a graph handed in from Python; resume it "

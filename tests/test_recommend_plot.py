@@ -102,6 +102,52 @@ def test_plot_writes_curves_and_tsne(runs, tmp_path):
         assert col in history
     for p in out.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # diagnostics.png: five panels in a grid of three columns, laptop-wide, not one long strip
+    width, height = _png_size(out / "diagnostics.png")
+    assert 1200 <= width <= 1700 and height > width / 2, (width, height)
+
+
+def _png_size(path):
+    head = path.read_bytes()[16:24]  # the IHDR chunk: width, height (big-endian)
+    return int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+
+
+@pytest.mark.parametrize("name", ["bpr", "dhmrec", "freedom", "lgmrec", "lightgcn"])
+def test_loss_weights_add_up_to_each_models_loss(name):
+    """LOSS_WEIGHTS reads every model's loss(): the weighted terms sum to the total, at weights
+    other than the defaults (so that a term drawn with the wrong weight fails)."""
+    from dhmrec_pyg.data import make_synthetic
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.plot import LOSS_WEIGHTS, loss_weights
+
+    data = make_synthetic("tiny", seed=0, n_users=60, n_items=40, n_interactions=600)
+    options = sorted(set(LOSS_WEIGHTS[name].values()))
+    values = {option: 0.3 + 0.25 * i for i, option in enumerate(options)}
+    cls = MODELS[name]
+    cfg = cls.config_class(embedding_dim=8, **values)
+    torch.manual_seed(0)
+    model = cls(data, cfg)
+    users, pos, neg = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3]), torch.tensor([5, 6, 7, 8])
+    terms = {k: float(v) for k, v in model.loss(users, pos, neg).items()}
+    weights = loss_weights(name, cfg, list(terms))
+    assert weights["loss"] == (1.0, "")
+    assert all(w == (values[o] if o else 1.0) for w, o in weights.values())
+    assert sum(weights[k][0] * v for k, v in terms.items() if k != "loss") == pytest.approx(terms["loss"], rel=1e-5)
+    assert any(o for _, o in weights.values()) and len(terms) > 2
+
+
+def test_plot_reads_the_runs_weights_and_healthy_ranges(runs):
+    import math
+
+    from dhmrec_pyg import plot
+
+    model, cfg = plot._model_config(runs["dhmrec"])
+    weights = plot.loss_weights(model, cfg, ["loss", "bpr", "reg", "kl"])
+    assert weights["reg"] == (cfg.reg_weight, "reg_weight") and weights["kl"] == (cfg.gamma_kl, "gamma_kl")
+    assert plot.healthy_range("diag_attn_entropy_common", 64) == (1.0, pytest.approx(math.log(64)))
+    assert plot.healthy_range("diag_attn_entropy_image") == (1.0, None)
+    assert plot.healthy_range("diag_user_mm_cosine") == (None, 0.9)
+    assert plot.healthy_range("diag_alpha_pos") is None
 
 
 def test_plot_grid_figures(tmp_path):

@@ -5,7 +5,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
@@ -50,6 +50,11 @@ class TrainConfig:
     and the optimiser are unchanged; what is evaluated changes, so it is part of a run's
     identity.
 
+    ``logger`` says how the run is watched, like ``progress`` (so it is no part of a run's
+    identity either): ``csv`` (the default) writes ``history.csv`` only; ``tensorboard`` writes
+    TensorBoard event files to the run folder's ``tensorboard/`` as well (needs the
+    ``tensorboard`` extra; :mod:`~dhmrec_pyg.training.logging_tb`).
+
     ``graph`` (a :class:`~dhmrec_pyg.models.base.GraphConfig`) says how the run builds and
     stores its model's graphs (KNN cache, self loops, exact search limit, sparse layout); its
     fields are set like any other (``--set knn_cache_dir=none``).
@@ -72,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0
     progress: bool = True
+    logger: Literal["csv", "tensorboard"] = "csv"
     negatives: str = "trained"
     optimizer_impl: str = "auto"
     compile: str = "none"
@@ -376,14 +382,14 @@ FORMAT1_OLD_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
 }
 
 #: Format 1: training options left out of such files at these values.
-_FORMAT1_UNWRITTEN: Dict[str, Any] = {**EXECUTION_DEFAULTS, "ema_decay": 0.0}
+_FORMAT1_UNWRITTEN: Dict[str, Any] = {**EXECUTION_DEFAULTS, "ema_decay": 0.0, "logger": "csv"}
 
 
 def format1_text(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     """The ``config.yaml`` text a format-1 run of this configuration has (no ``format`` key).
 
-    The execution options (:data:`EXECUTION_DEFAULTS`) and ``ema_decay`` are left out at their
-    defaults. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
+    The execution options (:data:`EXECUTION_DEFAULTS`), ``ema_decay`` and ``logger`` are left out
+    at their defaults. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
     :data:`FORMAT1_IMPLICIT_MODEL` value are left out too and renamed options carry their earlier
     name (:data:`FORMAT1_OLD_NAMES`), as a run written before those options existed has them.
     Kept for :func:`identity_text`, which every checkpoint is tied to.
@@ -517,10 +523,10 @@ def identity_text(train: TrainConfig, model: Any) -> str:
     """The config text that identifies a run for its checkpoints.
 
     :func:`format1_text` (``legacy``) of the config without how the run is watched or where and
-    how it runs (``progress``, ``device``, the :data:`EXECUTION_DEFAULTS` options: a checkpoint
+    how it runs (``progress``, ``logger``, ``device``, the :data:`EXECUTION_DEFAULTS` options: a checkpoint
     written eagerly resumes compiled, or with another Adam implementation). Every run, of either
     format, is identified by this text, so the checkpoints of format-1 runs stay resumable; where
     the data came from is no part of it.
     """
-    plain = dataclasses.replace(train, progress=True, device="auto", **EXECUTION_DEFAULTS)
+    plain = dataclasses.replace(train, progress=True, logger="csv", device="auto", **EXECUTION_DEFAULTS)
     return format1_text(plain, model, legacy=True)

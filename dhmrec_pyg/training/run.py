@@ -68,7 +68,7 @@ def finished_run(
     Finished means ``metrics.json`` is there; the same configuration means the folder's
     ``config.yaml`` (of any format, read by :func:`~dhmrec_pyg.training.config.load_run_config`:
     options the folder predates at the value it used) holds this configuration, apart from how
-    the run was watched (``progress``) and how its steps ran (the
+    the run was watched (``progress``, ``logger``) and how its steps ran (the
     :data:`~dhmrec_pyg.training.config.EXECUTION_DEFAULTS` options: Adam's implementation,
     compilation), so a grid or seed series can be completed without retraining. With ``source``
     (where this run's data comes from), a folder that recorded another source does not count.
@@ -91,7 +91,7 @@ def finished_run(
 
 def _computed(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` without how the run is watched and how its steps run (compared by :func:`finished_run`)."""
-    return replace(cfg, progress=True, **EXECUTION_DEFAULTS)
+    return replace(cfg, progress=True, logger="csv", **EXECUTION_DEFAULTS)
 
 
 def run_once(

@@ -32,6 +32,7 @@ from dhmrec_pyg.training.execution import resolve_device, resolve_optimizer_impl
 from dhmrec_pyg.training.history import EarlyStopping, epoch_row, run_summary  # noqa: F401
 from dhmrec_pyg.training.interrupt import NonFiniteLossError, StopRequest, TrainingInterrupted  # noqa: F401
 from dhmrec_pyg.training.interrupt import non_finite_error
+from dhmrec_pyg.training.logging_tb import tensorboard_logger
 from dhmrec_pyg.training.provenance import environment
 from dhmrec_pyg.training.registry import build_model, named_config, seed_everything  # noqa: F401
 from dhmrec_pyg.training.resume import RUN_FILES, ResumePoint, RunFolder, TrainingState  # noqa: F401
@@ -70,6 +71,9 @@ class Trainer:
     (``row["valid_recall@20"]``, ``row["loss"]``, ...). An exception a callback raises propagates
     out of :meth:`fit` unchanged (a tuner stops a trial so); the checkpoint then continues the
     next epoch. Callbacks run on every rank; epochs a resumed run restores are not replayed.
+    With ``cfg.logger == "tensorboard"`` and a run folder, the trainer puts its own callback
+    first: a :class:`~dhmrec_pyg.training.logging_tb.TensorBoardLogger` (main process only)
+    writing every epoch's row to ``out_dir/tensorboard``, closed when :meth:`fit` returns.
 
     Args:
         model: a :class:`~dhmrec_pyg.models.Recommender`.
@@ -80,7 +84,8 @@ class Trainer:
         model_config: the model's config, written to ``config.yaml``.
         edge_type, user, item: the graph's own names for the interaction edge type and the
             node types (:func:`~dhmrec_pyg.data.as_interaction_graph`), checked up front.
-        callbacks: objects with an optional ``on_epoch_end(trainer, epoch, row)`` method.
+        callbacks: objects with an optional ``on_epoch_end(trainer, epoch, row)`` method
+            (:attr:`callbacks` holds them after the trainer's own logger, if any).
     """
 
     def __init__(self, model: Recommender, data: HeteroData, cfg: TrainConfig, out_dir: Optional[Path] = None,
@@ -95,7 +100,6 @@ class Trainer:
         self._ddp = ddist.wrap_ddp(self.model, self.device) if self.dist.enabled else None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_config = model_config if model_config is not None else model.config
-        self.callbacks = list(callbacks)
         self.sampler = BPRSampler(data[EDGE_TYPE].edge_index, int(data[ITEM].num_nodes), cfg.batch_size,
                                   negatives=cfg.negatives)
         self.evaluators = make_evaluators(data, cfg)
@@ -116,6 +120,10 @@ class Trainer:
         digest = config_digest(identity_text(cfg, self.model_config))
         self._folder = None if self.out_dir is None else RunFolder(self.out_dir, self.config_text, digest,
                                                                    self.dist.is_main)
+        # How the run is watched: cfg.logger's event files (main process, run folder only), first.
+        self._logger = tensorboard_logger(cfg, self.model_config, self.out_dir, self.config_text,
+                                          self.dist.is_main)
+        self.callbacks = ([] if self._logger is None else [self._logger]) + list(callbacks)
         self._stop = StopRequest()
 
     @property
@@ -160,8 +168,12 @@ class Trainer:
         """
         generator = torch.Generator().manual_seed(self.cfg.seed)
         point = None if self._folder is None else self._folder.start(resume, self.state, generator)
-        with self._stop.catching_sigint(self._folder is not None):
-            self._epoch_loop(generator, point)
+        try:
+            with self._stop.catching_sigint(self._folder is not None):
+                self._epoch_loop(generator, point)
+        finally:
+            if self._logger is not None:
+                self._logger.close()
         return self._finish()
 
     def _epoch_loop(self, generator: torch.Generator, point: Optional[ResumePoint]) -> None:
