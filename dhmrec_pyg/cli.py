@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         "Recall@20, and report test metrics at the best validation epoch. Writes a run folder "
         "with config.yaml, history.csv, metrics.json, best.pt and checkpoint.pt (written after "
         "every epoch; continue a killed or interrupted run with --resume RUN_FOLDER), with the SHA-256 of "
-        "best.pt and checkpoint.pt in weights.json, checked whenever they are read. " + DATASET_RULE,
+        "best.pt and checkpoint.pt in weights.json, checked whenever they are read, and a fingerprint of the "
+        "data set in config.yaml: --resume, evaluate and recommend refuse a changed data set "
+        "(--allow-changed-data). " + DATASET_RULE,
     )
     train.add_argument("--model", choices=sorted(MODELS), default=None,
                        help=f"model to train (default: {DEFAULT_MODEL})")

@@ -22,7 +22,9 @@ from dhmrec_pyg.errors import ConfigError
 from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from dhmrec_pyg.training.weights import MANIFEST_NAME, WeightsError, load_weights, save_weights
 
-__all__ = ["BEST_NAME", "RESULT_FILES", "check_replaceable", "finished_best", "set_aside", "staging_folder", "start_staging"]
+__all__ = [
+    "BEST_NAME", "RESULT_FILES", "check_replaceable", "finished_best", "set_aside", "staging_folder", "start_staging",
+]
 
 #: File name of the best epoch's weights inside a run folder.
 BEST_NAME = "best.pt"

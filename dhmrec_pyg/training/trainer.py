@@ -49,8 +49,11 @@ class Trainer:
 
     With ``out_dir``, the run folder receives ``config.yaml``, ``history.csv`` (after every
     epoch), ``best.pt`` (the best epoch's weights, whenever validation improves),
-    ``checkpoint.pt`` (after every epoch, and on Ctrl-C after the current mini-batch) and
-    ``metrics.json`` (at the end), all written atomically. ``fit(resume=True)`` continues from
+    ``checkpoint.pt`` (after every epoch, and on Ctrl-C after the current mini-batch),
+    ``weights.json`` (the SHA-256 of ``best.pt`` and ``checkpoint.pt``, checked when they are read)
+    and ``metrics.json`` (at the end), all written atomically; ``config.yaml`` records the data
+    set's fingerprint. A folder that holds a run is replaced only once the new run's first
+    checkpoint is written. ``fit(resume=True)`` continues from
     ``checkpoint.pt`` with exactly the metrics and history of an uninterrupted run (on the
     CPU). Ctrl-C raises :class:`TrainingInterrupted` once the checkpoint is written; a NaN or
     infinite loss term, :class:`NonFiniteLossError` before its step.

@@ -18,7 +18,10 @@ from typing import Any, Dict, Optional
 
 from dhmrec_pyg import files as dfiles
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "WeightsError", "load_weights", "save_weights", "verify_weights"]
+__all__ = [
+    "MANIFEST_FORMAT", "MANIFEST_NAME", "WeightsError", "load_weights", "read_manifest", "save_weights",
+    "verify_weights",
+]
 
 #: File name of the manifest inside a run folder.
 MANIFEST_NAME = "weights.json"
@@ -30,10 +33,6 @@ MANIFEST_FORMAT = "dhmrec_pyg.weights.v1"
 class WeightsError(ValueError):
     """A weights file (``best.pt``, ``checkpoint.pt``) is empty, unreadable, or not the file its
     run folder recorded; the message names the file."""
-
-
-def _manifest_path(path: Path) -> Path:
-    return path.parent / MANIFEST_NAME
 
 
 def read_manifest(folder: str | Path) -> Dict[str, Dict[str, Any]]:
@@ -56,6 +55,7 @@ def read_manifest(folder: str | Path) -> Dict[str, Dict[str, Any]]:
 
 
 def _write_manifest(folder: Path, files: Dict[str, Dict[str, Any]]) -> None:
+    """Atomically write ``folder``'s manifest with these entries."""
     dfiles.write_json(folder / MANIFEST_NAME, {"format": MANIFEST_FORMAT, "files": files})
 
 
@@ -66,6 +66,7 @@ def save_weights(path: str | Path, obj: Any) -> None:
     written: Dict[str, Any] = {}
 
     def record(tmp: Path) -> None:
+        """Name the complete temporary file in the manifest, beside the file it replaces."""
         files = read_manifest(path.parent)
         entry = {"sha256": dfiles.sha256_file(tmp), "bytes": tmp.stat().st_size}
         previous = files.get(path.name)
@@ -76,14 +77,6 @@ def save_weights(path: str | Path, obj: Any) -> None:
 
     dfiles.save_tensors(path, obj, before_replace=record)
     _write_manifest(path.parent, {**read_manifest(path.parent), path.name: dict(written)})
-
-
-def forget_weights(path: str | Path) -> None:
-    """Drop ``path``'s entry from its folder's manifest (the file was moved away or deleted)."""
-    path = Path(path)
-    files = read_manifest(path.parent)
-    if path.name in files:
-        _write_manifest(path.parent, {k: v for k, v in files.items() if k != path.name})
 
 
 def verify_weights(path: str | Path) -> Optional[str]:
