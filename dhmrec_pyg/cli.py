@@ -317,7 +317,7 @@ def _check_resume(args: argparse.Namespace) -> Path:
 
 def _resume(args: argparse.Namespace) -> int:
     """``dhmrec train --resume RUN_FOLDER``."""
-    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
     from dhmrec_pyg.training.config import IN_MEMORY
     from dhmrec_pyg.training.fingerprint import check_fingerprint
     from dhmrec_pyg.training.run import build_run, read_run, run_data
@@ -341,7 +341,11 @@ def _resume(args: argparse.Namespace) -> int:
     if (run / "metrics.json").is_file():
         return _finished(run, main_rank)
     if (run / CHECKPOINT_NAME).is_file():
-        load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
+        try:
+            load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; to train the run again from its start, move {CHECKPOINT_NAME} out of "
+                                  "the folder (--resume then keeps the results found in previous-<time>/)") from None
     elif main_rank:
         print(f"{run}: no checkpoint yet (stopped before its first epoch ended); starting it over",
               file=sys.stderr)

@@ -143,6 +143,7 @@ def test_overwrite_killed_early_leaves_the_old_run_and_later_replaces_it_whole(f
         proc.kill()
         proc.communicate()
     assert _files(run) == before
+    assert (tmp_path / ".run.new" / "config.yaml").is_file()  # the new run was being built beside it
     assert main(["evaluate", str(run)]) == 0
     assert _train(data_root, run, "--epochs", "1", "--overwrite", "--set", "lr=0.01") == 0
     assert not (run / "recommendations_top20.csv").exists()  # nothing of the old run lingers

@@ -36,7 +36,7 @@ from dhmrec_pyg.training.config import load_run_config
 from dhmrec_pyg.training.ema import WeightAverage
 from dhmrec_pyg.training.execution import load_optimizer_state
 from dhmrec_pyg.training.fingerprint import DataChangedError, fingerprint_changes
-from dhmrec_pyg.training.folder import BEST_NAME, set_aside, start_staging
+from dhmrec_pyg.training.folder import BEST_NAME, set_aside, staging_folder, start_staging
 from dhmrec_pyg.training.history import EarlyStopping, History
 from dhmrec_pyg.training.weights import MANIFEST_NAME, save_weights
 
@@ -166,7 +166,8 @@ class RunFolder:
     that holds a run is built in a staging folder beside it, which replaces the folder once the
     first checkpoint is written (:attr:`path` is the staging folder until then); a resumed run
     without a checkpoint moves the results it finds to ``previous-<time>/`` before it starts over;
-    the temporaries of writes a kill cut short are removed at the start. ``best.pt`` and
+    the temporaries of writes a kill cut short (and the staging folder of a replacing run killed
+    before its first checkpoint) are removed at the start. ``best.pt`` and
     ``checkpoint.pt`` are written with their SHA-256 in ``weights.json``
     (:mod:`~dhmrec_pyg.training.weights`).
 
@@ -220,6 +221,8 @@ class RunFolder:
         """
         if self.is_main:
             dfiles.remove_temporaries(self.final)
+            if resume:  # what a replacing run killed before its first checkpoint left beside the folder
+                shutil.rmtree(staging_folder(self.final), ignore_errors=True)
         if not resume:
             if self.is_main:
                 self._staging = start_staging(self.final)
