@@ -22,23 +22,32 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
-from dhmrec_pyg.training.config import (
-    ConfigError,
-    TrainConfig,
-    apply_overrides,
-    load_yaml_config,
-)
+# Only light modules at the top: torch and the models load inside main(), where Ctrl-C during
+# start-up is a one-line exit.
+from dhmrec_pyg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dhmrec_pyg.training.config import TrainConfig
 
 DEFAULT_MODEL = "dhmrec"
 
+#: How ``dhmrec train`` finds a data set (also in the README).
+DATASET_RULE = (
+    "Where --dataset NAME is found: 'demo' and 'synthetic-<profile>' are generated data (written under "
+    "--data-root once); a path (with a '/') is that folder; a plain NAME is the folder ./NAME in the working "
+    "directory or DATA_ROOT/NAME, and when both exist (two different folders) the command stops and names "
+    "both: give the path of the one you mean (./NAME or DATA_ROOT/NAME)."
+)
+
 
 def _parser() -> argparse.ArgumentParser:
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
+
     parser = argparse.ArgumentParser(
         prog="dhmrec",
         description="Train and evaluate DHMRec and its baselines (PyTorch Geometric).",
@@ -51,14 +60,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a model with BPR, validate every epoch, early-stop on validation "
         "Recall@20, and report test metrics at the best validation epoch. Writes a run folder "
         "with config.yaml, history.csv, metrics.json, best.pt and checkpoint.pt (written after "
-        "every epoch; continue a killed or interrupted run with --resume RUN_FOLDER).",
+        "every epoch; continue a killed or interrupted run with --resume RUN_FOLDER), with the SHA-256 of "
+        "best.pt and checkpoint.pt in weights.json, checked whenever they are read, and a fingerprint of the "
+        "data set in config.yaml: --resume, evaluate and recommend refuse a changed data set "
+        "(--allow-changed-data). " + DATASET_RULE,
     )
     train.add_argument("--model", choices=sorted(MODELS), default=None,
                        help=f"model to train (default: {DEFAULT_MODEL})")
     train.add_argument("--dataset", default=None,
                        help="'demo' (built-in synthetic data), a synthetic profile "
                        "(synthetic-baby, synthetic-sports, synthetic-clothing), a dataset name "
-                       "under --data-root, or a folder in MMRec layout (default: demo)")
+                       "under --data-root, or a folder in MMRec layout (default: demo); a NAME that is both "
+                       "./NAME and DATA_ROOT/NAME is an error (see above)")
     train.add_argument("--data-root", default=None,
                        help="folder holding datasets by name, and where synthetic data is written "
                        "(default: ./data)")
@@ -69,11 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None,
                        help="run folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--overwrite", action="store_true",
-                       help="allow writing into a run folder that already holds results")
+                       help="replace the run in --out: the new run is built beside it and takes its place once "
+                       "it has written its first checkpoint (stopped before that, the old run stays as it was)")
     train.add_argument("--resume", default=None, metavar="RUN_FOLDER",
                        help="continue the run in RUN_FOLDER from its last checkpoint, with the "
                        "run's own config.yaml (only --quiet, --device, --compile and --logger may be given with it); "
-                       "on the CPU the result is identical to an uninterrupted run")
+                       "on the CPU the result is identical to an uninterrupted run; a finished run is left as "
+                       "it is; a run without a checkpoint starts over after moving its results to "
+                       "RUN_FOLDER/previous-<time>/")
+    train.add_argument("--allow-changed-data", action="store_true",
+                       help="with --resume: continue even though the data set is not the one the run recorded")
     train.add_argument("--config", default=None,
                        help="YAML file with 'train:' and 'model:' sections; command-line options win")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -102,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_folder", help="a folder written by 'dhmrec train'")
     ev.add_argument("--split", choices=["val", "test", "both"], default="both",
                     help="which split to evaluate (default: both)")
+    ev.add_argument("--allow-changed-data", action="store_true",
+                    help="evaluate even though the data set is not the one the run recorded")
 
     _add_recommend_parser(sub)
 
@@ -163,6 +183,9 @@ def _parse_seeds(text: str) -> List[int]:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], type, List[str]]:
+    from dhmrec_pyg.models import MODELS
+    from dhmrec_pyg.training.config import TrainConfig, load_yaml_config
+
     base = load_yaml_config(args.config) if args.config else {"train": {}, "model": {}}
     train_values = dict(base["train"])
     for key, attr in [("model", "model"), ("dataset", "dataset"), ("data_root", "data_root"),
@@ -241,8 +264,11 @@ def _strip_nproc(argv: List[str]) -> List[str]:
     return out
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """One-line errors, before any work, for a run folder that cannot take a new run."""
+def _check_out(out: Path, overwrite: bool, single: bool = True) -> None:
+    """One-line errors, before any work, for a run folder that cannot take a new run (``single``:
+    ``out`` is one run's folder, not a --seeds/--grid folder of run folders)."""
+    from dhmrec_pyg.training.folder import check_replaceable
+
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"--out {out}: a file is in the way ({parent} is not a folder)")
@@ -251,6 +277,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
             f"--out {out}: folder already holds a run; pass --resume {out} to continue it "
             "or --overwrite to replace it"
         )
+    if overwrite and single and check_replaceable(out):
+        _check_writable(out.parent, "--out")  # where the new run is built before it takes the old one's place
     _check_writable(out, "--out")
 
 
@@ -281,8 +309,9 @@ def _check_resume(args: argparse.Namespace) -> Path:
 
 def _resume(args: argparse.Namespace) -> int:
     """``dhmrec train --resume RUN_FOLDER``."""
-    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
     from dhmrec_pyg.training.config import IN_MEMORY
+    from dhmrec_pyg.training.fingerprint import check_fingerprint
     from dhmrec_pyg.training.run import build_run, read_run, run_data
     from dhmrec_pyg.training import distributed as ddist
     from dhmrec_pyg.training.trainer import Trainer
@@ -303,8 +332,14 @@ def _resume(args: argparse.Namespace) -> int:
     if source is not None and source["dataset"] == IN_MEMORY:
         raise ConfigError(f"--resume {run}: the run was trained on a graph handed in from Python; resume it "
                           "from Python: Trainer(model, graph, config, out_dir).fit(resume=True)")
+    if (run / "metrics.json").is_file():
+        return _finished(run, main_rank)
     if (run / CHECKPOINT_NAME).is_file():
-        load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
+        try:
+            load_checkpoint(run / CHECKPOINT_NAME)  # a damaged checkpoint fails here, before data loading
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; to train the run again from its start, move {CHECKPOINT_NAME} out of "
+                                  "the folder (--resume then keeps the results found in previous-<time>/)") from None
     elif main_rank:
         print(f"{run}: no checkpoint yet (stopped before its first epoch ended); starting it over",
               file=sys.stderr)
@@ -313,10 +348,28 @@ def _resume(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(cfg.num_threads)
     with ddist.main_first():  # rank 0 writes the data and KNN caches, the others read them
-        data, model = build_run(cfg, model_cfg, run_data(run, cfg, source))
-    result = Trainer(model, data, cfg, run, model_cfg).fit(resume=True)
+        graph = run_data(run, cfg, source)
+        # Another data set fails here, before the model is built.
+        check_fingerprint((source or {}).get("fingerprint"), graph, run / "config.yaml", args.allow_changed_data)
+        data, model = build_run(cfg, model_cfg, graph)
+    result = Trainer(model, data, cfg, run, model_cfg).fit(resume=True, allow_changed_data=args.allow_changed_data)
     if main_rank:
         _print_result(result, run)
+    return 0
+
+
+def _finished(run: Path, main_rank: bool) -> int:
+    """``dhmrec train --resume`` of a finished run: check its ``best.pt`` (restored from the
+    checkpoint when damaged, saying so), change nothing else, and report its results."""
+    from dhmrec_pyg.training.folder import finished_best
+
+    _, note = finished_best(run, write=main_rank)
+    if main_rank:
+        if note is not None:
+            print(f"dhmrec: {note}", file=sys.stderr)
+        kept = "" if note is not None else ", its results are left as they are"
+        print(f"{run}: the run is finished (metrics.json); nothing to resume{kept}", file=sys.stderr)
+        _print_result(json.loads((run / "metrics.json").read_text(encoding="utf-8")), run)
     return 0
 
 
@@ -345,6 +398,10 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int
             return ddist.launch(args.nproc, _strip_nproc(list(argv)))
     if args.resume is not None:
         return _resume(args)
+    if args.allow_changed_data:
+        raise ConfigError("--allow-changed-data goes with --resume (a new run records the data it trains on)")
+    from dhmrec_pyg.training.config import apply_overrides
+
     cfg, model_values, config_class, sets = _resolve(args)
     cfg, model_cfg = apply_overrides(cfg, model_values, config_class, sets)
     seeds = _parse_seeds(args.seeds) if args.seeds else []
@@ -353,7 +410,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int
         f"{Path(cfg.dataset).name}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     out = Path(ddist.broadcast_text(str(out)) or out)  # rank 0's timestamp names the folder
-    _on_main(_check_out, out, args.overwrite)
+    _on_main(_check_out, out, args.overwrite, not (grid or seeds))
     from dhmrec_pyg.training.run import load_data
 
     with ddist.main_first():
@@ -395,7 +452,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dhmrec_pyg.training.run import load_run
     from dhmrec_pyg.training.trainer import evaluate_model, make_evaluators
 
-    cfg, _, model, data = load_run(args.run_folder)
+    cfg, _, model, data = load_run(args.run_folder, allow_changed_data=args.allow_changed_data)
     evaluators = make_evaluators(data, cfg)
     splits = ["val", "test"] if args.split == "both" else [args.split]
     print(json.dumps({s: evaluate_model(model, evaluators[s]) for s in splits}, indent=2))
@@ -430,6 +487,8 @@ def _add_recommend_parser(sub: Any) -> None:
     rec.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
                      help="search a faiss inner-product index instead of a dense score matrix "
                      "(auto: for catalogues of 100,000 items or more)")
+    rec.add_argument("--allow-changed-data", action="store_true",
+                     help="recommend even though the data set is not the one the run recorded")
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -447,7 +506,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     if args.users and not Path(args.users).is_file():
         raise ConfigError(f"--users {args.users}: no such file")
-    loaded = load_run(run)
+    loaded = load_run(run, allow_changed_data=args.allow_changed_data)
     model, original = loaded.model, dataset_original_ids(loaded.data)
     users = _recommend_users(args, original.user_index if original is not None else None)
     use_faiss = {"auto": None, "yes": True, "no": False}[args.faiss]
@@ -527,6 +586,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``dhmrec`` command."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up (loading torch, the data, the model), or a second Ctrl-C
+        print("\ndhmrec: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    """:func:`main`, but for Ctrl-C outside training."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
@@ -536,8 +604,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     from dhmrec_pyg.data import DataError
-    from dhmrec_pyg.training.checkpoint import CheckpointError
+    from dhmrec_pyg.training.fingerprint import DataChangedError
     from dhmrec_pyg.training.trainer import NonFiniteLossError, TrainingInterrupted
+    from dhmrec_pyg.training.weights import WeightsError  # a CheckpointError is one
 
     from dhmrec_pyg.training import distributed as ddist
 
@@ -549,7 +618,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         commands = {"evaluate": cmd_evaluate, "recommend": cmd_recommend, "plot": cmd_plot, "prepare": cmd_prepare,
                     "tune": cmd_tune}
         return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except DataChangedError as exc:
+        flag = "; pass --allow-changed-data to use it anyway" if hasattr(args, "allow_changed_data") else ""
+        return _fail(f"{exc}{flag}")
+    except (ConfigError, DataError, WeightsError) as exc:
         return _fail(str(exc))
     except NonFiniteLossError as exc:
         print(f"dhmrec: error: {exc}", file=sys.stderr)
@@ -557,9 +629,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TrainingInterrupted as exc:
         print(f"dhmrec: {exc}", file=sys.stderr)
         print(f"resume with: dhmrec train --resume {exc.run_dir}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
-        print("\ndhmrec: interrupted", file=sys.stderr)
         return 130
     finally:
         ddist.shutdown()

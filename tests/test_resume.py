@@ -306,8 +306,13 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, data_root, capsys):
     run = tmp_path / "run"
     assert _cli_train(data_root, run, "--epochs", "1") == 0
     good = (run / "checkpoint.pt").read_bytes()
+    (run / "metrics.json").unlink()  # as if killed before the end
     (run / "checkpoint.pt").write_bytes(good[: len(good) // 2])
     capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint.pt: damaged or changed" in err and len(err.splitlines()) == 1
+    (run / "weights.json").unlink()  # a folder from before the manifest: the file itself is read
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "checkpoint.pt: unreadable checkpoint" in err and len(err.splitlines()) == 1

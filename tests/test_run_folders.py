@@ -55,7 +55,9 @@ def test_a_run_trained_on_a_graph_from_python_reloads_with_that_graph_from_anywh
     text = (out / "config.yaml").read_text()
     stored = yaml.safe_load(text)
     assert stored["format"] == RUN_FORMAT and stored["train"]["model"] == name
+    fingerprint = stored["data"].pop("fingerprint")
     assert stored["data"] == {"dataset": IN_MEMORY, "edge_type": list(RATES)}
+    assert set(fingerprint) >= {"users", "items", "train_interactions", "val_interactions", "test_interactions"}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -75,8 +77,10 @@ def test_load_run_refuses_a_graph_its_weights_do_not_fit(graph, tmp_path):
     out = tmp_path / "run"
     _train_from_python("lightgcn", graph, out)
     other = own_names(make_synthetic("tiny", seed=0, n_users=50, n_items=30, n_interactions=320), split_types=True)
-    with pytest.raises(ConfigError, match=r"best\.pt: the weights do not fit the lightgcn model"):
+    with pytest.raises(DataError, match=r"not the one this run was trained on: number of users changed \(200 -> 50\)"):
         load_run(out, other)
+    with pytest.raises(ConfigError, match=r"best\.pt: the weights do not fit the lightgcn model"):
+        load_run(out, other, allow_changed_data=True)
     with pytest.raises(TypeError, match="device="):
         load_run(out, "cpu")
 
@@ -138,7 +142,7 @@ def test_a_format1_run_of_a_missing_dataset_names_the_places_looked(tmp_path):
     run.mkdir()
     cfg = TrainConfig(model="bpr", dataset="nowhere", data_root=str(tmp_path / "data"))
     (run / "config.yaml").write_text(format1_text(cfg, MODELS["bpr"].config_class()))
-    (run / "best.pt").write_bytes(b"")
+    torch.save({}, run / "best.pt")
     with pytest.raises(DataError, match=r"dataset 'nowhere' .*not found .*data=graph"):
         load_run(run)
 
@@ -211,5 +215,6 @@ def test_run_once_records_the_names_of_a_graph_from_python(graph, tmp_path):
     run_once(cfg, MODELS["bpr"].config_class(embedding_dim=8), tmp_path / "run", graph, edge_type="rates",
              user="customer", item="product")
     stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert stored["data"].pop("fingerprint")["users"] == graph["customer"].num_nodes
     assert stored["data"] == {"dataset": IN_MEMORY, "edge_type": list(RATES)}
     assert load_run(tmp_path / "run", graph).model.recommend([0], k=2).items.shape == (1, 2)

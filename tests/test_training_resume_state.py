@@ -93,12 +93,16 @@ def test_run_folder_starts_fresh_resumes_and_writes_only_on_the_main_process(tmp
     digest = config_digest("a: 1\n")
     folder = RunFolder(run, "a: 1\n", digest)
     assert folder.open(resume=False) is None
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"] and (run / "config.yaml").read_text() == "a: 1\n"
+    # The new run is built beside the old one, which stays as it was until the first checkpoint.
+    assert folder.path != run and sorted(p.name for p in folder.path.iterdir()) == ["config.yaml"]
+    assert (folder.path / "config.yaml").read_text() == "a: 1\n"
+    assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
     assert folder.intact_note(0).endswith("no checkpoint was written yet (the failure came in the first epoch)")
     state = _state()
     _train_a_little(state)
     folder.save_epoch(state, improved=True, generator_state=torch.Generator().get_state())
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "best.pt", "history.csv", "checkpoint.pt"}
+    assert folder.path == run and not folder.final.with_name(".run.new").exists()
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "best.pt", "history.csv", "checkpoint.pt", "weights.json"}
     assert load_checkpoint(run / "checkpoint.pt", digest)["epoch"] == 1
     assert "the last good checkpoint" in folder.intact_note(1) and "is intact" in folder.intact_note(1)
     resumed = _state(seed=3)
@@ -120,3 +124,5 @@ def test_resume_without_a_checkpoint_starts_over_keeping_config_yaml(tmp_path):
     (run / "history.csv").write_text("stale")
     assert RunFolder(run, "new\n", "d").open(resume=True) is None
     assert (run / "config.yaml").read_text() == "kept\n" and not (run / "history.csv").exists()
+    aside = [p for p in run.iterdir() if p.name.startswith("previous-")]  # the results are kept aside
+    assert len(aside) == 1 and (aside[0] / "history.csv").read_text() == "stale"

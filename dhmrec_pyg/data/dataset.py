@@ -65,6 +65,33 @@ def _check_plain_name(name: str, what: str = "dataset name") -> None:
         raise DataError(f"{what} {name!r} must be a plain folder name (no path separators, not '.' or '..')")
 
 
+def check_unambiguous(name: str, root: str | Path) -> None:
+    """Refuse a plain dataset ``name`` that names two folders: ``./name`` in the working directory
+    and ``root/name``.
+
+    A synthetic profile name is never ambiguous (it always means the generated data), nor is a
+    path (with a separator: ``./name`` or ``root/name`` picks one folder), nor a name whose two
+    folders are one (``root`` is ``.``).
+
+    Raises:
+        DataError: naming both folders.
+    """
+    from .synthetic import synthetic_profile_of
+
+    text = str(name)
+    try:
+        _check_plain_name(text)
+    except DataError:
+        return
+    here, under = Path(text), Path(root).expanduser() / text
+    if synthetic_profile_of(text) is not None or not (here.is_dir() and under.is_dir()) or here.samefile(under):
+        return
+    raise DataError(
+        f"dataset {text!r} is ambiguous: both {here.resolve()} (in the working directory) and {under.resolve()} "
+        f"(under the data root) exist; give the path of the one you mean ({os.path.join('.', text)} or {under})"
+    )
+
+
 def _payload_sha256(obj: dict) -> str:
     """SHA-256 over a cache dict's entries (names, dtypes, shapes and bytes), ``checksum`` excluded."""
     h = hashlib.sha256()
@@ -377,6 +404,9 @@ def open_dataset(
        ``processed_dir``, cached there);
     3. a plain name with a folder ``root/<name>`` is loaded through :class:`MMRecDataset` (cached).
 
+    A plain name that is both a folder in the working directory and ``root/<name>`` (two
+    different folders) is an error naming both (:func:`check_unambiguous`): give a path.
+
     Where caches go: by default a named or synthetic dataset keeps its processed graph in
     ``root/<name>/processed`` (when writable), which is also returned as ``cache_folder``: runs
     with ``knn_cache_dir="auto"`` cache their KNN item graphs in its ``knn_cache``. With
@@ -397,8 +427,9 @@ def open_dataset(
         An :class:`OpenedDataset` ``(data, cache_folder)``.
 
     Raises:
-        DataError: if nothing matches (the message names the places looked at), or if a name that is
-            not an existing folder contains a path separator or ``..``.
+        DataError: if nothing matches (the message names the places looked at), if a plain name
+            names two folders, or if a name that is not an existing folder contains a path
+            separator or ``..``.
     """
     from .synthetic import dataset_name, materialise_synthetic, synthetic_profile_of
 
@@ -409,6 +440,7 @@ def open_dataset(
     if profile is not None:
         materialise_synthetic(profile, root, seed)
         return _opened(MMRecDataset(root, dataset_name(profile), **options))
+    check_unambiguous(text, root)
     path = Path(name_or_path).expanduser()
     if text and path.is_dir():
         if processed_dir is None or not cache:

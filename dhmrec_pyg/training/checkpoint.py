@@ -7,7 +7,9 @@ position, early-stopping state, epoch and history). It is written atomically
 :mod:`dhmrec_pyg.files`, so a kill at any moment leaves either the previous
 checkpoint or the new one, never a torn file. Every value in it is a tensor,
 a number, a string, ``None`` or a plain container, so it loads with
-``torch.load(weights_only=True)``: no pickled code can run.
+``torch.load(weights_only=True)``: no pickled code can run. Its SHA-256 is recorded in the
+folder's ``weights.json`` as it is written, and checked before it is read
+(:mod:`dhmrec_pyg.training.weights`).
 
 The sampler's position is stored as the state of the sampling generator at the
 *start* of the current epoch plus the number of mini-batches of that epoch
@@ -26,7 +28,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from dhmrec_pyg import files as dfiles
+from dhmrec_pyg.training.weights import WeightsError, load_weights, save_weights
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,8 +53,9 @@ _REQUIRED = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, of another format or of another run's config."""
+class CheckpointError(WeightsError):
+    """A checkpoint is missing, damaged (not the file recorded), unreadable, of another format or
+    of another run's config."""
 
 
 def config_digest(config_text: str) -> str:
@@ -115,19 +118,21 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
-    """Atomically write a checkpoint dict (see the module docstring for its keys).
+    """Atomically write a checkpoint dict (see the module docstring for its keys), its SHA-256
+    recorded in the folder's ``weights.json``.
 
     Args:
         path: destination, normally ``RUN/checkpoint.pt``.
         state: the checkpoint; ``format`` is filled in.
     """
-    dfiles.save_tensors(path, {**state, "format": CHECKPOINT_FORMAT})
+    save_weights(path, {**state, "format": CHECKPOINT_FORMAT})
 
 
 def load_checkpoint(path: str | Path, expected_config_sha256: Optional[str] = None) -> Dict[str, Any]:
     """Read and check a checkpoint written by :func:`save_checkpoint`.
 
-    Loaded with ``weights_only=True``, on the CPU.
+    Loaded with ``weights_only=True``, on the CPU, after checking it against the SHA-256 its
+    folder's ``weights.json`` recorded (where one was recorded).
 
     Args:
         path: the checkpoint file.
@@ -138,18 +143,16 @@ def load_checkpoint(path: str | Path, expected_config_sha256: Optional[str] = No
         The checkpoint dict.
 
     Raises:
-        CheckpointError: naming the file, if it cannot be read, is not a checkpoint of
-            this format, lacks a key, or belongs to another configuration.
+        CheckpointError: naming the file, if it is not the file recorded, cannot be read, is
+            not a checkpoint of this format, lacks a key, or belongs to another configuration.
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint")
     try:
-        obj = dfiles.load_tensors(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint") from None
-    except Exception as exc:  # truncated, corrupted or foreign file
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
+        obj = load_weights(path)
+    except WeightsError as exc:  # damaged, truncated, corrupted or foreign file
+        raise CheckpointError(str(exc).replace("weights file", "checkpoint")) from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
     missing: List[str] = [k for k in _REQUIRED if k not in obj]

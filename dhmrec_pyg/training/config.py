@@ -475,6 +475,12 @@ def _check_data_section(data: Any, where: Path) -> None:
             raise ConfigError(f"{where}: data.edge_type must be a list of three names, got {edge_type!r}")
     elif not isinstance(data.get("data_root"), str):
         raise ConfigError(f"{where}: data.data_root must be a folder path, got {data.get('data_root')!r}")
+    fingerprint = data.get("fingerprint")
+    if fingerprint is not None and not (isinstance(fingerprint, dict) and all(
+            isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool)
+            for k, v in fingerprint.items())):
+        raise ConfigError(f"{where}: data.fingerprint must map parts of the data set to their digests, "
+                          f"got {fingerprint!r}")
 
 
 def load_run_config(path: str | Path) -> Dict[str, Any]:
@@ -510,7 +516,8 @@ def dump_config(train: TrainConfig, model: Any, data: Optional[Dict[str, Any]] =
 
     ``format``, then every training and model option, then, with ``data``, where the run's data
     came from (:func:`~dhmrec_pyg.training.source.data_source`): ``dataset`` and ``data_root``
-    with absolute paths, or :data:`IN_MEMORY` and the ``edge_type`` of a graph from Python.
+    with absolute paths, or :data:`IN_MEMORY` and the ``edge_type`` of a graph from Python; and
+    what it was, its ``fingerprint`` (:func:`~dhmrec_pyg.training.fingerprint.data_fingerprint`).
     """
     doc: Dict[str, Any] = {"format": RUN_FORMAT, "train": dataclasses.asdict(train),
                            "model": dataclasses.asdict(model)}

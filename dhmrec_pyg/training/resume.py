@@ -7,12 +7,15 @@
 - :class:`ResumePoint`: a position inside an epoch (batches trained, their loss sums and
   seconds); a checkpoint written mid-epoch continues there.
 - :class:`RunFolder`: the files of a run folder (``config.yaml``, ``history.csv``,
-  ``best.pt``, ``checkpoint.pt``, ``metrics.json``), written by rank 0 only, atomically.
+  ``best.pt``, ``checkpoint.pt``, ``metrics.json``, ``weights.json``), written by rank 0 only,
+  atomically, losing nothing already there (:mod:`~dhmrec_pyg.training.folder`).
 """
 from __future__ import annotations
 
 import copy
 import itertools
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -29,14 +32,18 @@ from dhmrec_pyg.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from dhmrec_pyg.training.config import load_run_config
 from dhmrec_pyg.training.ema import WeightAverage
 from dhmrec_pyg.training.execution import load_optimizer_state
+from dhmrec_pyg.training.fingerprint import DataChangedError, fingerprint_changes
+from dhmrec_pyg.training.folder import BEST_NAME, set_aside, staging_folder, start_staging
 from dhmrec_pyg.training.history import EarlyStopping, History
+from dhmrec_pyg.training.weights import MANIFEST_NAME, save_weights
 
 __all__ = ["RUN_FILES", "ResumePoint", "RunFolder", "TrainingState"]
 
-#: Files of a run folder that a fresh (not resumed) run replaces.
-RUN_FILES = ("config.yaml", "history.csv", "metrics.json", "best.pt", CHECKPOINT_NAME)
+#: The files a run writes in its folder.
+RUN_FILES = ("config.yaml", "history.csv", "metrics.json", "best.pt", CHECKPOINT_NAME, MANIFEST_NAME)
 
 
 @dataclass
@@ -155,58 +162,127 @@ class TrainingState:
 class RunFolder:
     """The files of a run folder; only the main process (``is_main``) writes.
 
+    Nothing in the folder is lost (:mod:`~dhmrec_pyg.training.folder`): a fresh run in a folder
+    that holds a run is built in a staging folder beside it, which replaces the folder once the
+    first checkpoint is written (:attr:`path` is the staging folder until then); a resumed run
+    without a checkpoint moves the results it finds to ``previous-<time>/`` before it starts over;
+    the temporaries of writes a kill cut short (and the staging folder of a replacing run killed
+    before its first checkpoint) are removed at the start. ``best.pt`` and
+    ``checkpoint.pt`` are written with their SHA-256 in ``weights.json``
+    (:mod:`~dhmrec_pyg.training.weights`).
+
     Args:
         path: the folder.
         config_text: the ``config.yaml`` text.
         config_sha256: the digest a checkpoint of this run carries
             (:func:`~dhmrec_pyg.training.checkpoint.config_digest`).
         is_main: whether this process writes (rank 0).
+        fingerprint: the data set's fingerprint (:func:`~dhmrec_pyg.training.fingerprint.data_fingerprint`),
+            compared with the one the folder recorded when a run is resumed; ``None``: not compared.
+
+    Attributes:
+        path: where the run's files are written now.
+        final: the run folder.
     """
 
-    def __init__(self, path: Path, config_text: str, config_sha256: str, is_main: bool = True) -> None:
-        self.path, self.config_text, self.config_sha256, self.is_main = Path(path), config_text, config_sha256, is_main
+    def __init__(self, path: Path, config_text: str, config_sha256: str, is_main: bool = True,
+                 fingerprint: Optional[Dict[str, Any]] = None) -> None:
+        self.path = self.final = Path(path)
+        self.config_text, self.config_sha256, self.is_main = config_text, config_sha256, is_main
+        self.fingerprint = fingerprint
+        self._staging: Optional[Path] = None
 
     @property
     def checkpoint_path(self) -> Path:
         """``checkpoint.pt`` in the folder."""
         return self.path / CHECKPOINT_NAME
 
-    def open(self, resume: bool) -> Optional[Dict[str, Any]]:
+    @property
+    def finished(self) -> bool:
+        """Whether the folder holds a finished run (its ``metrics.json``)."""
+        return (self.final / "metrics.json").is_file()
+
+    def open(self, resume: bool, allow_changed_data: bool = False) -> Optional[Dict[str, Any]]:
         """Prepare the folder for training; the checkpoint to continue from, if any.
 
-        Without ``resume`` every file of :data:`RUN_FILES` goes (a stale checkpoint must never
-        be resumed with a new config) and ``config.yaml`` is written. With ``resume`` the
-        checkpoint is read (on every process) when there is one; without one (a run killed
-        before its first epoch ended) the folder starts over, keeping its ``config.yaml``.
+        Without ``resume`` a new run starts (in a staging folder when the folder holds a run,
+        :func:`~dhmrec_pyg.training.folder.start_staging`) and ``config.yaml`` is written. With
+        ``resume`` the data set is compared with the one the folder recorded, then the checkpoint
+        is read (on every process) when there is one; without one (a run killed before its first
+        epoch ended) the results found are moved aside and the run starts over, keeping the
+        folder's ``config.yaml``.
 
         Raises:
-            CheckpointError: the checkpoint is unreadable or belongs to another config.
+            CheckpointError: the checkpoint is damaged, unreadable or belongs to another config.
+            DataChangedError: with ``resume``, the data set is not the one the folder recorded
+                (unless ``allow_changed_data``).
+            ConfigError: without ``resume``, the folder holds files but no run, or holds the
+                working directory.
         """
-        if resume and self.checkpoint_path.is_file():
+        if self.is_main:
+            dfiles.remove_temporaries(self.final)
+            if resume:  # what a replacing run killed before its first checkpoint left beside the folder
+                shutil.rmtree(staging_folder(self.final), ignore_errors=True)
+        if not resume:
+            if self.is_main:
+                self._staging = start_staging(self.final)
+                self.path = self._staging or self.final
+                self.path.mkdir(parents=True, exist_ok=True)
+                dfiles.write_text(self.path / "config.yaml", self.config_text)
+            return None
+        self._check_data(allow_changed_data)
+        if self.checkpoint_path.is_file():
             return load_checkpoint(self.checkpoint_path, self.config_sha256)
         if self.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
-            for name in RUN_FILES[1:] if resume else RUN_FILES:
-                (self.path / name).unlink(missing_ok=True)
-            if not resume or not (self.path / "config.yaml").is_file():
+            aside = set_aside(self.path)
+            if aside is not None:
+                print(f"{self.path}: no checkpoint to continue from; the results found were moved to {aside}",
+                      file=sys.stderr)
+            if not (self.path / "config.yaml").is_file():
                 dfiles.write_text(self.path / "config.yaml", self.config_text)
         return None
 
-    def start(self, resume: bool, state: TrainingState, generator: torch.Generator) -> Optional[ResumePoint]:
+    def _check_data(self, allow_changed_data: bool) -> None:
+        """Refuse (or, allowed, note) a data set other than the one the folder's config.yaml recorded."""
+        config = self.final / "config.yaml"
+        if self.fingerprint is None or not config.is_file():
+            return
+        recorded = (load_run_config(config)["data"] or {}).get("fingerprint")
+        changes = fingerprint_changes(recorded, self.fingerprint) if recorded else []
+        if changes and not allow_changed_data:
+            raise DataChangedError(f"{config}: the data set is not the one this run was trained on: "
+                                   f"{'; '.join(changes)}", changes)
+        if changes and self.is_main:
+            print(f"{config}: continuing on a changed data set ({'; '.join(changes)})", file=sys.stderr)
+
+    def start(self, resume: bool, state: TrainingState, generator: torch.Generator,
+              allow_changed_data: bool = False) -> Optional[ResumePoint]:
         """:meth:`open` the folder and restore its checkpoint, if any, into ``state`` and the
         sampling ``generator`` (:meth:`TrainingState.restore`); the position inside the epoch to
         continue from. Every process has read the checkpoint when this returns."""
-        checkpoint = self.open(resume)
+        checkpoint = self.open(resume, allow_changed_data)
         point = None if checkpoint is None else state.restore(checkpoint, generator, self.checkpoint_path)
         ddist.barrier()  # every rank has read the checkpoint before rank 0 may write a new one
         return point
 
     def save_checkpoint(self, state: TrainingState, epoch: int, batch: int, generator_state: torch.Tensor,
                         point: Optional[ResumePoint] = None) -> None:
-        """Write ``checkpoint.pt``: ``state`` at ``batch`` of ``epoch`` (:meth:`TrainingState.capture`)."""
+        """Write ``checkpoint.pt``: ``state`` at ``batch`` of ``epoch`` (:meth:`TrainingState.capture`);
+        the first one of a run built in a staging folder puts that folder in the run folder's place."""
         if self.is_main:
             ck = state.capture(self.config_sha256, epoch, batch, generator_state, point)
             save_checkpoint(self.checkpoint_path, ck)
+            if self._staging is not None:
+                dfiles.replace_folder(self._staging, self.final)
+                self.path, self._staging = self.final, None
+
+    def abandon(self) -> None:
+        """A run that fails before its first checkpoint: remove its staging folder (the folder
+        it was to replace stays as it was)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self.path, self._staging = self.final, None
 
     def save_epoch(self, state: TrainingState, improved: bool, generator_state: torch.Tensor) -> None:
         """After an epoch: ``best.pt`` when it ``improved``, ``history.csv``, and ``checkpoint.pt``
@@ -215,7 +291,7 @@ class RunFolder:
         if not self.is_main:
             return
         if improved:
-            dfiles.save_tensors(self.path / "best.pt", state.best_state)
+            save_weights(self.path / BEST_NAME, state.best_state)
         state.history.write(self.path / "history.csv")
         self.save_checkpoint(state, state.epoch, 0, generator_state)
 

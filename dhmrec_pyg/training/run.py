@@ -29,7 +29,11 @@ from dhmrec_pyg.training.config import (
     build_dataclass,
     load_run_config,
 )
+from dhmrec_pyg.training.checkpoint import CHECKPOINT_NAME
+from dhmrec_pyg.training.fingerprint import check_fingerprint
+from dhmrec_pyg.training.folder import BEST_NAME
 from dhmrec_pyg.training.source import cache_folder, config_source, data_source, remember_source
+from dhmrec_pyg.training.weights import WeightsError, load_weights, verify_weights
 from dhmrec_pyg.training.trainer import Trainer, build_model, seed_everything
 
 #: A source as :mod:`dhmrec_pyg.training.source` describes it (a ``config.yaml``'s ``data`` section).
@@ -84,9 +88,14 @@ def finished_run(
         return None
     if _computed(ran) != _computed(cfg) or ran_model != model_cfg:
         return None
-    if source is not None and stored["data"] is not None and stored["data"] != source:
+    if source is not None and stored["data"] is not None and _where(stored["data"]) != _where(source):
         return None
     return json.loads(metrics.read_text(encoding="utf-8"))
+
+
+def _where(source: Source) -> Source:
+    """``source`` without its ``fingerprint``: where the data came from, not what it was."""
+    return {k: v for k, v in source.items() if k != "fingerprint"}
 
 
 def _computed(cfg: TrainConfig) -> TrainConfig:
@@ -432,7 +441,7 @@ def _format1_source(run: Path, cfg: TrainConfig) -> Optional[Source]:
 def load_run(
     run_folder: str | Path, data: Optional[HeteroData] = None, *,
     edge_type: Union[None, str, Sequence[str]] = None, user: Optional[str] = None, item: Optional[str] = None,
-    device: Optional[str] = None,
+    device: Optional[str] = None, allow_changed_data: bool = False,
 ) -> LoadedRun:
     """Rebuild a saved run: its config, its dataset and its model with the best weights.
 
@@ -446,6 +455,8 @@ def load_run(
             otherwise (it replaces the recorded dataset). See :func:`run_data`.
         edge_type, user, item: the graph's own names (default: the ones the run recorded).
         device: override the run's device (``"cpu"``, ``"cuda"``...).
+        allow_changed_data: load the run on a data set other than the one it recorded (its
+            ``config.yaml``'s ``data.fingerprint``); by default that is refused.
 
     Returns:
         A :class:`LoadedRun` ``(config, model_config, model, data)``; the model is in eval mode.
@@ -454,6 +465,9 @@ def load_run(
         ConfigError: the folder is missing or is not a run folder, names an unknown model, was
             trained on a graph from Python and no ``data`` is given, or its weights do not fit
             the model built on ``data``.
+        WeightsError: ``best.pt`` is empty, unreadable, or not the file the run recorded in
+            ``weights.json`` (:mod:`~dhmrec_pyg.training.weights`).
+        DataChangedError: the data set is not the one the run recorded (naming what changed).
         DataError: the dataset is found nowhere, or ``data`` is malformed.
     """
     from dhmrec_pyg.training.trainer import resolve_device
@@ -468,13 +482,32 @@ def load_run(
         if not (run / name).is_file():
             raise ConfigError(f"{run}: no {name} (is this a folder written by 'dhmrec train'?)")
     cfg, model_cfg, source = read_run(run, **({} if device is None else {"device": device}))
+    weights = _best_weights(run)  # a damaged best.pt fails here, before the data is loaded
     graph = run_data(run, cfg, source, data, edge_type, user=user, item=item)
+    check_fingerprint((source or {}).get("fingerprint"), graph, run / "config.yaml", allow_changed_data)
     graph, model = build_run(cfg, model_cfg, graph)
     try:
-        model.load_state_dict(dfiles.load_tensors(run / "best.pt"))
+        model.load_state_dict(weights)
     except RuntimeError as exc:  # e.g. another graph's number of users or items
         first = str(exc).strip().splitlines()[-1].strip()
         raise ConfigError(f"{run / 'best.pt'}: the weights do not fit the {cfg.model} model built on this data "
                           f"({first})") from None
     model.to(resolve_device(cfg.device)).eval()
     return LoadedRun(cfg, model_cfg, model, graph)
+
+
+def _best_weights(run: Path) -> Dict[str, Any]:
+    """``run/best.pt``, checked (:func:`~dhmrec_pyg.training.weights.load_weights`); a damaged one's
+    error says when the run's intact checkpoint can restore it."""
+    try:
+        return load_weights(run / BEST_NAME)
+    except WeightsError as exc:
+        checkpoint = run / CHECKPOINT_NAME
+        restorable = checkpoint.is_file()
+        if restorable:
+            try:
+                verify_weights(checkpoint)
+            except WeightsError:
+                restorable = False
+        hint = f"; {checkpoint} carries the best weights: resuming the run restores {BEST_NAME}" if restorable else ""
+        raise WeightsError(f"{exc}{hint}") from None

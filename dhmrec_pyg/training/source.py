@@ -39,9 +39,15 @@ def config_source(cfg: TrainConfig) -> Dict[str, Any]:
 
     A synthetic profile or a dataset name stays as it is, with ``data_root`` made absolute; an
     existing folder becomes its absolute path.
+
+    Raises:
+        DataError: a plain name that is both a folder here and one under ``data_root``
+            (:func:`~dhmrec_pyg.data.dataset.check_unambiguous`).
     """
+    from dhmrec_pyg.data.dataset import check_unambiguous
     from dhmrec_pyg.data.synthetic import synthetic_profile_of
 
+    check_unambiguous(cfg.dataset, cfg.data_root)
     name = cfg.dataset
     folder = Path(name).expanduser()
     if name and synthetic_profile_of(name) is None and folder.is_dir():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from dhmrec_pyg.training.evaluate import evaluate_model, make_evaluators, model_
 # The noqa names are imported from here by tests, benchmarks and the CLI (kept importable).
 from dhmrec_pyg.training.execution import adam_flags, adam_impl, build_optimizer, compile_loss  # noqa: F401
 from dhmrec_pyg.training.execution import resolve_device, resolve_optimizer_impl  # noqa: F401
+from dhmrec_pyg.training.fingerprint import data_fingerprint
+from dhmrec_pyg.training.folder import finished_best
 from dhmrec_pyg.training.history import EarlyStopping, epoch_row, run_summary  # noqa: F401
 from dhmrec_pyg.training.interrupt import NonFiniteLossError, StopRequest, TrainingInterrupted  # noqa: F401
 from dhmrec_pyg.training.interrupt import non_finite_error
@@ -47,8 +50,11 @@ class Trainer:
 
     With ``out_dir``, the run folder receives ``config.yaml``, ``history.csv`` (after every
     epoch), ``best.pt`` (the best epoch's weights, whenever validation improves),
-    ``checkpoint.pt`` (after every epoch, and on Ctrl-C after the current mini-batch) and
-    ``metrics.json`` (at the end), all written atomically. ``fit(resume=True)`` continues from
+    ``checkpoint.pt`` (after every epoch, and on Ctrl-C after the current mini-batch),
+    ``weights.json`` (the SHA-256 of ``best.pt`` and ``checkpoint.pt``, checked when they are read)
+    and ``metrics.json`` (at the end), all written atomically; ``config.yaml`` records the data
+    set's fingerprint. A folder that holds a run is replaced only once the new run's first
+    checkpoint is written. ``fit(resume=True)`` continues from
     ``checkpoint.pt`` with exactly the metrics and history of an uninterrupted run (on the
     CPU). Ctrl-C raises :class:`TrainingInterrupted` once the checkpoint is written; a NaN or
     infinite loss term, :class:`NonFiniteLossError` before its step.
@@ -115,11 +121,15 @@ class Trainer:
         self._ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         #: Epoch, early stopping, best weights and history: what ``checkpoint.pt`` carries.
         self.state = TrainingState(self.model, self.optimizer, self._ema, cfg.patience)
-        self.config_text = dump_config(cfg, self.model_config, data_source(data, edge_type, user=user, item=item))
+        source = data_source(data, edge_type, user=user, item=item)
+        fingerprint = None if self.out_dir is None else data_fingerprint(data)  # what the data is, for the file
+        if fingerprint is not None:
+            source["fingerprint"] = fingerprint
+        self.config_text = dump_config(cfg, self.model_config, source)
         # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
         digest = config_digest(identity_text(cfg, self.model_config))
         self._folder = None if self.out_dir is None else RunFolder(self.out_dir, self.config_text, digest,
-                                                                   self.dist.is_main)
+                                                                   self.dist.is_main, fingerprint)
         # How the run is watched: cfg.logger's event files (main process, run folder only), first.
         self._logger = tensorboard_logger(cfg, self.model_config, self.out_dir, self.config_text,
                                           self.dist.is_main)
@@ -151,30 +161,58 @@ class Trainer:
         """Ask the running :meth:`fit` to stop as Ctrl-C does (after the current batch)."""
         self._stop.request()
 
-    def fit(self, resume: bool = False) -> Dict[str, Any]:
+    def fit(self, resume: bool = False, *, allow_changed_data: bool = False) -> Dict[str, Any]:
         """Train until early stopping or ``cfg.epochs``; return ``metrics.json``'s content.
+
+        Without ``resume``, a folder that already holds a run is replaced only once this run has
+        written its first checkpoint (:class:`~dhmrec_pyg.training.resume.RunFolder`).
 
         Args:
             resume: continue from ``out_dir/checkpoint.pt`` (model, optimizer, RNG
-                states, sampler position, early-stopping state, history). Without a
-                checkpoint there (a run killed before its first epoch ended) the run
-                starts from the beginning, keeping the folder's ``config.yaml``.
+                states, sampler position, early-stopping state, history). A finished run
+                (``metrics.json``) is not trained again: its results are returned, and the
+                model gets its best weights (``best.pt``, restored from the checkpoint when it is
+                damaged). Without a checkpoint (a run killed before its first epoch ended) the
+                results found are moved to ``previous-<time>/`` and the run starts from the
+                beginning, keeping the folder's ``config.yaml``.
+            allow_changed_data: with ``resume``, continue on a data set other than the one the
+                run recorded (by default refused).
 
         Raises:
-            CheckpointError: the checkpoint is unreadable or belongs to another config.
+            CheckpointError: the checkpoint is damaged, unreadable or belongs to another config.
+            DataChangedError: with ``resume``, the data set changed (naming what changed).
+            WeightsError: a finished run's ``best.pt`` is damaged and no checkpoint restores it.
             NonFiniteLossError: a loss term became NaN or infinite.
             TrainingInterrupted: Ctrl-C (or :meth:`request_stop`); a checkpoint was written.
             Exception: whatever a callback's ``on_epoch_end`` raises.
         """
+        if resume and self._folder is not None and self._folder.finished:
+            return self._finished_run()
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        point = None if self._folder is None else self._folder.start(resume, self.state, generator)
         try:
+            point = None if self._folder is None else self._folder.start(resume, self.state, generator,
+                                                                          allow_changed_data)
             with self._stop.catching_sigint(self._folder is not None):
                 self._epoch_loop(generator, point)
+            return self._finish()
+        except BaseException:
+            if self._folder is not None:
+                self._folder.abandon()  # a run that wrote no checkpoint replaces nothing
+            raise
         finally:
             if self._logger is not None:
                 self._logger.close()
-        return self._finish()
+
+    def _finished_run(self) -> Dict[str, Any]:
+        """A finished run's ``metrics.json``, the model holding its best weights (checked, and
+        restored from the checkpoint when damaged: :func:`~dhmrec_pyg.training.folder.finished_best`)."""
+        assert self._folder is not None
+        weights, note = finished_best(self._folder.final, self.dist.is_main)
+        if note is not None and self.dist.is_main:
+            print(note, file=sys.stderr)
+        self.model.load_state_dict(weights)
+        self.state.best_state = weights
+        return json.loads((self._folder.final / "metrics.json").read_text(encoding="utf-8"))
 
     def _epoch_loop(self, generator: torch.Generator, point: Optional[ResumePoint]) -> None:
         """Train, validate, record and call back epoch by epoch until the last or early stopping."""
