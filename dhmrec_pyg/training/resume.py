@@ -18,7 +18,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -305,3 +305,41 @@ class RunFolder:
         if self.checkpoint_path.is_file():
             return f"; the last good checkpoint {self.checkpoint_path} (from before epoch {epoch}) is intact"
         return "; no checkpoint was written yet (the failure came in the first epoch)"
+
+
+def open_run_folder(cfg: Any, model_config: Any, data: Any, out_dir: Optional[Path], is_main: bool,
+                    edge_type: Any = None, *, user: Optional[str] = None, item: Optional[str] = None
+                    ) -> Tuple[str, Optional["RunFolder"]]:
+    """What a run writes about itself: the text of its ``config.yaml`` (the configs and where the
+    data came from, with the data set's fingerprint when there is a run folder) and, with
+    ``out_dir``, its :class:`RunFolder` (checkpoints tied to the configs' identity)."""
+    from dhmrec_pyg.training.checkpoint import config_digest
+    from dhmrec_pyg.training.config import dump_config, identity_text
+    from dhmrec_pyg.training.fingerprint import data_fingerprint
+    from dhmrec_pyg.training.source import data_source
+
+    source = data_source(data, edge_type, user=user, item=item)
+    fingerprint = None if out_dir is None else data_fingerprint(data)
+    if fingerprint is not None:
+        source["fingerprint"] = fingerprint
+    text = dump_config(cfg, model_config, source)
+    if out_dir is None:
+        return text, None
+    # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
+    digest = config_digest(identity_text(cfg, model_config))
+    return text, RunFolder(Path(out_dir), text, digest, is_main, fingerprint)
+
+
+def finished_results(folder: "RunFolder", model: Any, state: "TrainingState", is_main: bool) -> Dict[str, Any]:
+    """A finished run's ``metrics.json``, with ``model`` holding its best weights (checked, and
+    restored from the checkpoint when damaged: :func:`~dhmrec_pyg.training.folder.finished_best`)."""
+    import json
+
+    from dhmrec_pyg.training.folder import finished_best
+
+    weights, note = finished_best(folder.final, is_main)
+    if note is not None and is_main:
+        print(note, file=sys.stderr)
+    model.load_state_dict(weights)
+    state.best_state = weights
+    return json.loads((folder.final / "metrics.json").read_text(encoding="utf-8"))

@@ -1,16 +1,13 @@
 """The training loop: BPR mini-batches, per-epoch validation, early stopping, exact resume.
 
-The loop is here (:class:`Trainer`); each collaborator has a module of its own: ``execution``
-(device, optimizer, ``torch.compile``), ``ema`` (weight averages), ``resume`` (checkpoint state,
-mid-epoch resume, the run folder), ``history`` (``history.csv``, early stopping,
-``metrics.json``), ``interrupt`` (Ctrl-C, non-finite losses), ``distributed`` (batch sharding
-and agreement under DDP), ``registry`` (seeding, building and naming the model).
+Each collaborator has its own module: ``execution`` (device, optimizer, compile), ``ema``,
+``resume`` (checkpoint state, the run folder), ``history`` (``history.csv``, early stopping,
+``metrics.json``), ``interrupt``, ``distributed`` (DDP), ``registry`` (building, naming).
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,15 +20,12 @@ from tqdm.auto import tqdm
 from dhmrec_pyg.models import Recommender
 from dhmrec_pyg.schema import EDGE_TYPE, ITEM, as_interaction_graph
 from dhmrec_pyg.training import distributed as ddist
-from dhmrec_pyg.training.checkpoint import config_digest
-from dhmrec_pyg.training.config import ConfigError, TrainConfig, dump_config, identity_text
+from dhmrec_pyg.training.config import ConfigError, TrainConfig
 from dhmrec_pyg.training.ema import WeightAverage
 from dhmrec_pyg.training.evaluate import evaluate_model, make_evaluators, model_diagnostics
 # The noqa names are imported from here by tests, benchmarks and the CLI (kept importable).
 from dhmrec_pyg.training.execution import adam_flags, adam_impl, build_optimizer, compile_loss  # noqa: F401
 from dhmrec_pyg.training.execution import resolve_device, resolve_optimizer_impl  # noqa: F401
-from dhmrec_pyg.training.fingerprint import data_fingerprint
-from dhmrec_pyg.training.folder import finished_best
 from dhmrec_pyg.training.history import EarlyStopping, epoch_row, run_summary  # noqa: F401
 from dhmrec_pyg.training.interrupt import NonFiniteLossError, StopRequest, TrainingInterrupted  # noqa: F401
 from dhmrec_pyg.training.interrupt import non_finite_error
@@ -39,7 +33,7 @@ from dhmrec_pyg.training.logging_tb import tensorboard_logger
 from dhmrec_pyg.training.provenance import environment
 from dhmrec_pyg.training.registry import build_model, named_config, seed_everything  # noqa: F401
 from dhmrec_pyg.training.resume import RUN_FILES, ResumePoint, RunFolder, TrainingState  # noqa: F401
-from dhmrec_pyg.training.source import data_source
+from dhmrec_pyg.training.resume import finished_results, open_run_folder
 from dhmrec_pyg.training.sampler import BPRSampler
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -48,21 +42,13 @@ Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class Trainer:
     """Fits a model with BPR, validates every epoch, keeps the best epoch.
 
-    With ``out_dir``, the run folder receives ``config.yaml``, ``history.csv`` (after every
-    epoch), ``best.pt`` (the best epoch's weights, whenever validation improves),
-    ``checkpoint.pt`` (after every epoch, and on Ctrl-C after the current mini-batch),
-    ``weights.json`` (the SHA-256 of ``best.pt`` and ``checkpoint.pt``, checked when they are read)
-    and ``metrics.json`` (at the end), all written atomically; ``config.yaml`` records the data
-    set's fingerprint. A folder that holds a run is replaced only once the new run's first
-    checkpoint is written. ``fit(resume=True)`` continues from
-    ``checkpoint.pt`` with exactly the metrics and history of an uninterrupted run (on the
-    CPU). Ctrl-C raises :class:`TrainingInterrupted` once the checkpoint is written; a NaN or
-    infinite loss term, :class:`NonFiniteLossError` before its step.
+    With ``out_dir`` the run folder gets ``config.yaml`` (with the data's fingerprint),
+    ``history.csv``, ``best.pt``, ``checkpoint.pt`` (every epoch; on Ctrl-C after the batch),
+    ``weights.json`` (their SHA-256) and ``metrics.json``, all atomically; ``fit(resume=True)``
+    continues exactly (on the CPU). Ctrl-C raises :class:`TrainingInterrupted` once the
+    checkpoint is written; a NaN or infinite loss term, :class:`NonFiniteLossError`.
 
-    The run records the model's true name: the :data:`~dhmrec_pyg.models.MODELS` name of its
-    class (outside the registry: the class name). It replaces a ``cfg.model`` that says
-    otherwise (``TrainConfig``'s default ``dhmrec`` for a FREEDOM model, say) in :attr:`cfg`,
-    ``config.yaml`` and ``metrics.json``.
+    The run records the model's registered name, whatever ``cfg.model`` says (``named_config``).
 
     With ``cfg.ema_decay`` > 0, validation, ``best.pt`` and the test read a moving average of the
     parameters (:attr:`ema`, :meth:`averaged_weights`). Under ``torch.distributed`` each rank
@@ -70,28 +56,22 @@ class Trainer:
     (:mod:`~dhmrec_pyg.training.distributed`). Adam runs in ``cfg.optimizer_impl``
     (:func:`build_optimizer`), the loss through ``torch.compile`` with ``cfg.compile``.
 
-    Callbacks: after every epoch of :meth:`fit`, once the epoch's row is in :attr:`history`
-    and (with a run folder) ``history.csv`` and ``checkpoint.pt`` are written, the trainer calls
-    ``callback.on_epoch_end(trainer, epoch, row)`` for each callback that has that method, in
-    order: ``epoch`` is the 0-based epoch just trained, ``row`` a copy of its history row
-    (``row["valid_recall@20"]``, ``row["loss"]``, ...). An exception a callback raises propagates
-    out of :meth:`fit` unchanged (a tuner stops a trial so); the checkpoint then continues the
-    next epoch. Callbacks run on every rank; epochs a resumed run restores are not replayed.
-    With ``cfg.logger == "tensorboard"`` and a run folder, the trainer puts its own callback
-    first: a :class:`~dhmrec_pyg.training.logging_tb.TensorBoardLogger` (main process only)
-    writing every epoch's row to ``out_dir/tensorboard``, closed when :meth:`fit` returns.
+    Callbacks: after every epoch of :meth:`fit`, once its row is in :attr:`history` and the run
+    folder's files are written, ``callback.on_epoch_end(trainer, epoch, row)`` runs for each
+    callback that has it (``row``: a copy of the history row, ``row["valid_recall@20"]``); an
+    exception raised there propagates out of :meth:`fit` (a tuner stops a trial so) and the
+    checkpoint continues the next epoch. With ``cfg.logger == "tensorboard"`` the trainer's own
+    :class:`~dhmrec_pyg.training.logging_tb.TensorBoardLogger` comes first.
 
     Args:
         model: a :class:`~dhmrec_pyg.models.Recommender`.
         data: the dataset (training edges, validation and test edges).
         cfg: the training configuration.
-        out_dir: run folder; ``None`` keeps everything in memory (no checkpoints,
-            and Ctrl-C raises ``KeyboardInterrupt`` as usual).
+        out_dir: run folder; ``None``: nothing written (Ctrl-C is a plain ``KeyboardInterrupt``).
         model_config: the model's config, written to ``config.yaml``.
         edge_type, user, item: the graph's own names for the interaction edge type and the
             node types (:func:`~dhmrec_pyg.data.as_interaction_graph`), checked up front.
-        callbacks: objects with an optional ``on_epoch_end(trainer, epoch, row)`` method
-            (:attr:`callbacks` holds them after the trainer's own logger, if any).
+        callbacks: objects with an ``on_epoch_end(trainer, epoch, row)`` method.
     """
 
     def __init__(self, model: Recommender, data: HeteroData, cfg: TrainConfig, out_dir: Optional[Path] = None,
@@ -121,15 +101,8 @@ class Trainer:
         self._ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         #: Epoch, early stopping, best weights and history: what ``checkpoint.pt`` carries.
         self.state = TrainingState(self.model, self.optimizer, self._ema, cfg.patience)
-        source = data_source(data, edge_type, user=user, item=item)
-        fingerprint = None if self.out_dir is None else data_fingerprint(data)  # what the data is, for the file
-        if fingerprint is not None:
-            source["fingerprint"] = fingerprint
-        self.config_text = dump_config(cfg, self.model_config, source)
-        # A checkpoint is tied to what defines the run, not to how it is watched or where it runs.
-        digest = config_digest(identity_text(cfg, self.model_config))
-        self._folder = None if self.out_dir is None else RunFolder(self.out_dir, self.config_text, digest,
-                                                                   self.dist.is_main, fingerprint)
+        self.config_text, self._folder = open_run_folder(cfg, self.model_config, data, self.out_dir,
+                                                         self.dist.is_main, edge_type, user=user, item=item)
         # How the run is watched: cfg.logger's event files (main process, run folder only), first.
         self._logger = tensorboard_logger(cfg, self.model_config, self.out_dir, self.config_text,
                                           self.dist.is_main)
@@ -164,19 +137,14 @@ class Trainer:
     def fit(self, resume: bool = False, *, allow_changed_data: bool = False) -> Dict[str, Any]:
         """Train until early stopping or ``cfg.epochs``; return ``metrics.json``'s content.
 
-        Without ``resume``, a folder that already holds a run is replaced only once this run has
-        written its first checkpoint (:class:`~dhmrec_pyg.training.resume.RunFolder`).
+        Without ``resume``, a folder holding a run is replaced once this run's first checkpoint
+        is written (:class:`~dhmrec_pyg.training.resume.RunFolder`).
 
         Args:
-            resume: continue from ``out_dir/checkpoint.pt`` (model, optimizer, RNG
-                states, sampler position, early-stopping state, history). A finished run
-                (``metrics.json``) is not trained again: its results are returned, and the
-                model gets its best weights (``best.pt``, restored from the checkpoint when it is
-                damaged). Without a checkpoint (a run killed before its first epoch ended) the
-                results found are moved to ``previous-<time>/`` and the run starts from the
-                beginning, keeping the folder's ``config.yaml``.
-            allow_changed_data: with ``resume``, continue on a data set other than the one the
-                run recorded (by default refused).
+            resume: continue from ``out_dir/checkpoint.pt``. A finished run is not trained again
+                (its results are returned, the model gets its checked best weights); without a
+                checkpoint the results found move to ``previous-<time>/`` and the run restarts.
+            allow_changed_data: with ``resume``, continue on a data set other than the recorded one.
 
         Raises:
             CheckpointError: the checkpoint is damaged, unreadable or belongs to another config.
@@ -187,7 +155,7 @@ class Trainer:
             Exception: whatever a callback's ``on_epoch_end`` raises.
         """
         if resume and self._folder is not None and self._folder.finished:
-            return self._finished_run()
+            return finished_results(self._folder, self.model, self.state, self.dist.is_main)
         generator = torch.Generator().manual_seed(self.cfg.seed)
         try:
             point = None if self._folder is None else self._folder.start(resume, self.state, generator,
@@ -202,17 +170,6 @@ class Trainer:
         finally:
             if self._logger is not None:
                 self._logger.close()
-
-    def _finished_run(self) -> Dict[str, Any]:
-        """A finished run's ``metrics.json``, the model holding its best weights (checked, and
-        restored from the checkpoint when damaged: :func:`~dhmrec_pyg.training.folder.finished_best`)."""
-        assert self._folder is not None
-        weights, note = finished_best(self._folder.final, self.dist.is_main)
-        if note is not None and self.dist.is_main:
-            print(note, file=sys.stderr)
-        self.model.load_state_dict(weights)
-        self.state.best_state = weights
-        return json.loads((self._folder.final / "metrics.json").read_text(encoding="utf-8"))
 
     def _epoch_loop(self, generator: torch.Generator, point: Optional[ResumePoint]) -> None:
         """Train, validate, record and call back epoch by epoch until the last or early stopping."""
@@ -251,30 +208,22 @@ class Trainer:
 
     def train_epoch(self, epoch: int, generator: torch.Generator, *, max_batches: Optional[int] = None,
                     on_batch_end: Optional[Callable[[int, float], None]] = None) -> Tuple[Dict[str, float], float]:
-        """Train one epoch exactly as :meth:`fit` does (without validation, checkpoints or history).
-
-        Puts the model in training mode, runs its ``on_epoch_start(epoch, generator)`` hook,
-        draws the epoch's BPR triplets from :attr:`sampler` with ``generator``, and for every
-        mini-batch computes the model's loss terms, back-propagates the total and takes an
-        optimizer step (under ``torch.distributed``, each rank its share of the batch). A NaN or
-        infinite loss term raises :class:`NonFiniteLossError` before its step. :meth:`fit` calls
-        this with one generator seeded with ``cfg.seed``, so a loop of ``train_epoch`` calls with
-        such a generator trains the same epochs as :meth:`fit` does.
+        """Train one epoch exactly as :meth:`fit` does (without validation, checkpoints or history):
+        the model's ``on_epoch_start`` hook, the epoch's BPR triplets drawn with ``generator``, then
+        loss, backward and Adam step per mini-batch (a NaN or infinite term raises
+        :class:`NonFiniteLossError` before its step). With one generator seeded with ``cfg.seed``,
+        a loop of calls trains the epochs :meth:`fit` trains.
 
         Args:
             epoch: the epoch number (0-based), passed to the model's hook and named in errors.
             generator: the generator the sampler and the hook draw from.
-            max_batches: stop after this many mini-batches (``None``: the whole epoch). The
-                sampler still draws the whole epoch's triplets, up front, as it always does.
-            on_batch_end: called after every optimizer step with the batch's index and the
-                training seconds of the epoch so far (the clock of the returned seconds;
-                the first batch's share includes drawing the epoch's triplets). Time spent in
-                the callback counts in the epoch's seconds.
+            max_batches: stop after this many mini-batches (``None``: the whole epoch).
+            on_batch_end: called after every step with the batch's index and the epoch's training
+                seconds so far (the first batch's share includes drawing the triplets).
 
         Returns:
-            The mean of every loss term over the batches trained, and the epoch's training
-            seconds: the ``train_seconds`` of ``history.csv``, from drawing the triplets to
-            the last optimizer step (the model's ``on_epoch_start`` hook not included).
+            The mean of every loss term and the epoch's training seconds (``train_seconds`` of
+            ``history.csv``: from drawing the triplets to the last step, the hook not included).
         """
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
