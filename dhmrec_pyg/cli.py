@@ -45,7 +45,6 @@ DATASET_RULE = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.tuning.command import add_parser as add_tune_parser
 
     parser = argparse.ArgumentParser(
@@ -53,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Train and evaluate DHMRec and its baselines (PyTorch Geometric).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_recommend_parser(sub)
+    _add_plot_parser(sub)
+    add_tune_parser(sub)
+    _add_prepare_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub: Any) -> None:
+    """``dhmrec train``'s options."""
+    from dhmrec_pyg.models import MODELS
 
     train = sub.add_parser(
         "train",
@@ -114,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                        "GPUs, one per process, gloo on the CPU); same as 'torchrun "
                        "--nproc_per_node=N -m dhmrec_pyg.cli train ...'")
 
+
+def _add_evaluate_parser(sub: Any) -> None:
+    """``dhmrec evaluate``'s options."""
     ev = sub.add_parser("evaluate", help="evaluate a saved run's best checkpoint on its splits",
                         description="Rebuild the model of RUN_FOLDER from its config.yaml, load "
                         "best.pt and print validation and test metrics as JSON.")
@@ -123,8 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-changed-data", action="store_true",
                     help="evaluate even though the data set is not the one the run recorded")
 
-    _add_recommend_parser(sub)
 
+def _add_plot_parser(sub: Any) -> None:
+    """``dhmrec plot``'s options."""
     pl = sub.add_parser("plot", help="draw a run's figures as PNG files",
                         description="Learning curves (loss, validation Recall@20); for DHMRec, t-SNE "
                         "maps of item embeddings (paper Fig. 7, 8); for a grid folder, Recall@20 "
@@ -135,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--tsne-sample", type=int, default=1000,
                     help="items drawn for the t-SNE maps (default: 1000)")
 
-    add_tune_parser(sub)
+
+def _add_prepare_parser(sub: Any) -> None:
+    """``dhmrec prepare``'s options."""
     prep = sub.add_parser("prepare", help="turn your own interactions and features into a dataset folder",
                           description="Read interactions (CSV with , ; or tab, or Parquet) with any user "
                           "and item IDs, and per-modality item features keyed by item ID; map IDs to "
@@ -150,6 +167,10 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--features", action="append", default=[], metavar="MODALITY=PATH",
                       help="item features of one modality: .npz with arrays 'ids' and 'features', or a "
                       "CSV with the item id first (repeatable)")
+    prep.add_argument("--feature-header", action=argparse.BooleanOptionalAction, default=None,
+                      help="the CSV feature files' first line is a header (--feature-header) or data "
+                      "(--no-feature-header); default: a header only when its first field names the item "
+                      "column (id, item, item_id, itemid or --item-col)")
     prep.add_argument("--split", choices=["mmrec", "chronological"], default="mmrec",
                       help="split rule (default: mmrec; chronological needs --timestamp-col)")
     prep.add_argument("--seed", type=int, default=0, help="seed of the MMRec split (default: 0)")
@@ -164,7 +185,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="sentence-transformers model name or path (needs the 'text' extra)")
     prep.add_argument("--text-modality", default="text", help="modality name of encoded texts (default: text)")
     prep.add_argument("--overwrite", action="store_true", help="replace the dataset files of an existing folder")
-    return parser
 
 
 def _fail(message: str) -> int:
@@ -559,7 +579,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             timestamp_col=args.timestamp_col, features=features or None, split=args.split,
             seed=args.seed, k_core=args.k_core, fill=args.fill, keep_cold_items=not args.drop_cold_items,
             text_file=args.text_file, text_col=args.text_col, text_model=args.text_model,
-            text_modality=args.text_modality, overwrite=args.overwrite,
+            text_modality=args.text_modality, overwrite=args.overwrite, feature_header=args.feature_header,
         )
     except ImportError as exc:
         raise ConfigError(str(exc)) from None
