@@ -154,8 +154,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.set_num_threads(threads)
     from dhmrec_pyg.data import load_mmrec
     from dhmrec_pyg.models import MODELS
-from dhmrec_pyg.models.base import GraphConfig
-    from dhmrec_pyg.models.base import EDGE
+    from dhmrec_pyg.models.base import EDGE, GraphConfig
     from dhmrec_pyg.schema import modality_names
     from dhmrec_pyg.training.config import TrainConfig, apply_overrides
     from dhmrec_pyg.training.trainer import Trainer, build_model, evaluate_model, resolve_device, seed_everything
@@ -291,6 +290,7 @@ def combine_runs(runs: List[Dict[str, Any]], freedom: Optional[List[Dict[str, An
             row[f"{name}_to_freedom"] = statistics.median(ratios)
             row[f"{name}_range"] = [min(ratios), max(ratios)]
     return row
+
 
 def _run_pair(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """Run one worker subprocess; its measurements, or an error row."""
