@@ -42,8 +42,13 @@ PAPER_READING: Dict[str, Any] = dict(
 )
 
 #: ``kl_align="auto"``: above this many items the KL of (20)-(21) is sampled
-#: (:data:`KL_AUTO_SAMPLES` items besides the batch's positives), at or below it exact.
-#: Measured at one CPU thread (``benchmarks/results/speed_tiktok_kl.md``): TODO.
+#: (:data:`KL_AUTO_SAMPLES` items besides the batch's positives), at or below it exact. The
+#: sampled KL's softmaxes still run over the batch's distinct positive items (1,300-1,900 of a
+#: 2,048 batch on TikTok and Baby), so with 1,024 samples they span 2,400-2,900 items: at the
+#: catalogues of about 7,000 items of TikTok and Baby the exact KL costs 2.5-3x that (a quarter to
+#: two fifths of a DHMRec step at one CPU thread), on Sports' 18,357 items over 6x (44% of a
+#: step). Below 10,000 items the exact KL is kept; above, sampling saves most of the KL
+#: (``benchmarks/results/speed_tiktok_kl.md``, ``breakdown_*.md``).
 KL_AUTO_ITEMS = 10_000
 #: ``kl_align="auto"``: the items drawn besides the batch's positives above :data:`KL_AUTO_ITEMS`.
 KL_AUTO_SAMPLES = 1024
