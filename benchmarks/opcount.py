@@ -47,7 +47,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -241,21 +241,21 @@ def accelerator_blocks() -> Iterator[None]:
         blocks.CPU_BLOCK_ELEMENTS = saved
 
 
-def build_default(name: str, data: Any, batch_size: Optional[int] = None, seed: int = 0) -> Any:
-    """Model ``name`` with its default configuration (no KNN cache) built on ``data`` after
+def build_default(name: str, data: Any, batch_size: Optional[int] = None, seed: int = 0,
+                  options: Sequence[str] = ()) -> Any:
+    """Model ``name`` with its default configuration (no KNN cache), or that configuration with the
+    ``key=value`` ``options`` of ``--set`` (``kl_align=1024``), built on ``data`` after
     ``seed_everything(seed)``, the trainer's default :class:`TrainConfig` for it, and a
     :class:`BPRSampler` over the training edges (batch ``batch_size``, else the config's):
     ``(model, sampler, train_config)``."""
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.models.base import EDGE
-    from dhmrec_pyg.training.config import TrainConfig
+    from dhmrec_pyg.training.config import TrainConfig, apply_overrides
     from dhmrec_pyg.training.sampler import BPRSampler
     from dhmrec_pyg.training.trainer import build_model, seed_everything
 
     cls = MODELS[name]
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    config = cls.config_class()  # built from a graph: no KNN cache
-    train = TrainConfig(model=name)
+    train, config = apply_overrides(TrainConfig(model=name), {}, cls.config_class, list(options))
     seed_everything(seed)
     model = build_model(name, data, config)
     sampler = BPRSampler(data[EDGE].edge_index, int(data["item"].num_nodes), batch_size or train.batch_size,

@@ -1,7 +1,8 @@
 """Speed and memory of every model at the paper's Baby, Sports and Clothing scales.
 
-    python -m benchmarks.speed --datasets baby,sports,clothing \
-        --models dhmrec,freedom,lgmrec,lightgcn,bpr [--device cpu|cuda] [--batches 0] [--out DIR]
+    python -m benchmarks.speed --datasets baby,sports,clothing,tiktok \
+        --models dhmrec,freedom,lgmrec,lightgcn,bpr [--device cpu|cuda] [--batches 0] [--out DIR] \
+        [--variant dhmrec_s256=dhmrec:kl_align=256 --models dhmrec,dhmrec_s256,freedom] [--name speed]
 
 For every (dataset, model) pair, in a fresh subprocess of its own (so that peak
 memory does not mix between pairs and a crash of one is reported, not fatal):
@@ -50,10 +51,15 @@ Data: ``baby`` and ``sports`` are the real interactions under ``--data-root``
 item features of the paper's shapes (``x_image`` 4096-d, ``x_text`` 384-d);
 ``clothing`` is the ``synthetic-clothing`` profile (the paper's users, items,
 interactions and feature widths), materialised once under ``--synthetic-root``.
-Any ``synthetic-<profile>`` name (e.g. ``synthetic-tiny``, for tests) is accepted.
+Any ``synthetic-<profile>`` name (e.g. ``synthetic-tiny``, for tests) is accepted, and any other
+name is a real folder under ``--data-root`` (``tiktok``: its own 128-d image and audio features).
 
-Writes ``speed.json`` and ``speed.md`` to ``--out`` (default ``benchmarks/results``),
-with the machine (CPU, cores, GPU) and the versions of torch, PyG and faiss.
+``--variant LABEL=MODEL:KEY=VALUE[:KEY=VALUE...]`` names a model with options of its own (e.g.
+``dhmrec_s256=dhmrec:kl_align=256``, DHMRec's sampled KL); ``--models`` lists it by its label,
+and it is timed like any model, in the same rounds.
+
+Writes ``<name>.json`` and ``<name>.md`` (``--name``, default ``speed``) to ``--out`` (default
+``benchmarks/results``), with the machine (CPU, cores, GPU) and the versions of torch, PyG and faiss.
 """
 from __future__ import annotations
 
@@ -170,7 +176,7 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     model_fields = set(getattr(cls.config_class, "__dataclass_fields__", {}))
     train_fields = set(TrainConfig.__dataclass_fields__)
     sets, ignored = [], []
-    for pair in spec.get("sets", []):  # a model option applies to the models that have it
+    for pair in spec.get("sets", []) + spec.get("variant_sets", []):  # options of the models that have them
         section, _, key = pair.split("=", 1)[0].strip().rpartition(".")
         known = key in model_fields or (section != "model" and key in train_fields)
         (sets if known else ignored).append(pair)
@@ -255,6 +261,28 @@ def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- driver
+def parse_variants(texts: List[str], models: Any) -> Any:
+    """``{label: (model, ["key=value", ...])}`` from ``--variant LABEL=MODEL:KEY=VALUE[:...]`` texts, or
+    the message of the first bad one (a string)."""
+    from dhmrec_pyg.errors import ConfigError
+    from dhmrec_pyg.training.config import TrainConfig, apply_overrides
+
+    out: Dict[str, Tuple[str, List[str]]] = {}
+    for text in texts:
+        label, _, rest = text.partition("=")
+        model, *sets = rest.split(":")
+        label, model = label.strip().lower(), model.strip().lower()
+        if not label or model not in models or label in models:
+            return (f"--variant expects LABEL=MODEL:KEY=VALUE with a new label and a model of "
+                    f"{', '.join(models)}, got {text!r}")
+        try:
+            apply_overrides(TrainConfig(model=model), {}, models[model].config_class, sets)
+        except ConfigError as exc:
+            return f"--variant {text!r}: {exc}"
+        out[label] = (model, sets)
+    return out
+
+
 
 #: Per-run measurements summarised over the rounds (median; peak memory: maximum).
 _MEDIAN_FIELDS = ("seconds_per_batch", "seconds_per_epoch", "train_seconds", "extrapolated_seconds_per_epoch",
@@ -290,6 +318,7 @@ def combine_runs(runs: List[Dict[str, Any]], freedom: Optional[List[Dict[str, An
             row[f"{name}_to_freedom"] = statistics.median(ratios)
             row[f"{name}_range"] = [min(ratios), max(ratios)]
     return row
+
 
 def _run_pair(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """Run one worker subprocess; its measurements, or an error row."""
@@ -382,10 +411,10 @@ def markdown(result: Dict[str, Any]) -> str:
     for r in result["rows"]:
         if r["status"] != "ok":
             msg = r.get("error", r["status"])
-            cells = [r["dataset"], r["model"], f"{r['status']}: {msg}"] + [""] * (8 + cuda)
+            cells = [r["dataset"], r.get("label", r["model"]), f"{r['status']}: {msg}"] + [""] * (8 + cuda)
             lines.append("| " + " | ".join(cells) + " |")
             continue
-        cells = [r["dataset"], r["model"], _fmt(r["seconds_per_epoch"]), ratio_cell(r, "ratio"),
+        cells = [r["dataset"], r.get("label", r["model"]), _fmt(r["seconds_per_epoch"]), ratio_cell(r, "ratio"),
                  _fmt(r["seconds_per_batch"], 3), str(r["batches_per_epoch"]),
                  _fmt(r.get("extrapolated_seconds_per_epoch")), ratio_cell(r, "extrapolated_ratio"),
                  _fmt(r["eval_seconds"]), f"{r['peak_rss_mib']:.0f}"]
@@ -394,6 +423,10 @@ def markdown(result: Dict[str, Any]) -> str:
         cells.append(_fmt(r["build_seconds"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    for label, (model, sets) in result.get("variants", {}).items():
+        lines.append(f"- **{label}**: {model} with {', '.join(sets)}")
+    if result.get("variants"):
+        lines.append("")
     base = [r["base_rss_mib"] for r in result["rows"] if r["status"] == "ok"]
     if base:
         lines += [f"Peak MiB includes {_span(base)} MiB of the interpreter with torch and PyG "
@@ -426,7 +459,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default=DEFAULT_DATASETS,
                    help="comma-separated: baby, sports (real), clothing (synthetic), synthetic-<profile>")
-    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of: {', '.join(MODELS)}")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated, of: {', '.join(MODELS)}, or a --variant's label")
+    p.add_argument("--variant", dest="variants", action="append", default=[], metavar="LABEL=MODEL:KEY=VALUE",
+                   help="a model with options of its own, listed in --models by LABEL (repeatable)")
+    p.add_argument("--name", default="speed", help="stem of the result files (<name>.json, <name>.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batches", type=int, default=0,
                    help="0 (default): time full epochs; N: train only the first N batches and extrapolate")
@@ -447,7 +484,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--warmup and --repeats must be at least 1, --batches at least 0")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
+    variants = parse_variants(args.variants, MODELS)
+    if isinstance(variants, str):
+        p.error(variants)
+    unknown = [m for m in models if m not in MODELS and m not in variants]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     if args.device.startswith("cuda"):
@@ -482,7 +522,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs: Dict[str, List[Dict[str, Any]]] = {m: [] for m in models}
         for rep in range(args.repeats):  # round-robin: every round times all models back to back
             for model in models:
-                spec = {"dataset": name, "model": model, "folder": str(folder), "device": args.device,
+                base, variant_sets = variants.get(model, (model, []))
+                spec = {"dataset": name, "model": base, "variant_sets": variant_sets, "folder": str(folder),
+                        "device": args.device,
                         "batches": args.batches, "warmup": args.warmup, "threads": args.threads,
                         "seed": args.seed, "sets": args.sets, "random_features": random_features,
                         "feature_dims": PAPER_FEATURES}
@@ -498,8 +540,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"  failed: {out.get('error')}\n    " + "\n    ".join(out.get("stderr_tail", [])),
                           file=sys.stderr, flush=True)
                 runs[model].append(out)
-        rows += [{"dataset": name, "model": model, **combine_runs(runs[model], runs.get("freedom"))}
-                 for model in models]
+        rows += [{"dataset": name, "model": variants.get(model, (model,))[0], "label": model,
+                  **combine_runs(runs[model], runs.get("freedom"))} for model in models]
     result = {
         "command": "python -m benchmarks.speed " + " ".join(shlex.quote(a) for a in argv),
         "settings": {"device": args.device, "batches": args.batches, "warmup": args.warmup,
@@ -510,6 +552,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      else "first batch + mean of the other timed batches x (batches per epoch - 1)"),
                      "estimate_from_batches": EXTRAPOLATION_CHECK},
         "datasets": ds_info,
+        "variants": variants,
         "rows": rows,
         "wall_seconds": time.perf_counter() - start,
         "environment": environment(),
@@ -517,7 +560,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.reproduce import write_result_files
 
     text = markdown(result)
-    write_result_files(Path(args.out), "speed", result, text)
+    write_result_files(Path(args.out), args.name, result, text)
     print(text)
     return 0
 

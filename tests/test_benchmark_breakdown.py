@@ -39,3 +39,24 @@ def test_breakdown_times_every_part_and_writes_its_files(tmp_path):
 def test_missing_real_data_is_skipped_with_the_reason(tmp_path, capsys):
     assert breakdown.main(["--dataset", "baby", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
     assert "skipped" in capsys.readouterr().out and not (tmp_path / "o").exists()
+
+
+def test_breakdown_times_the_sampled_kl_under_a_tag(tmp_path):
+    original = dhmrec_module.sampled_interaction_kl
+    out = tmp_path / "out"
+    assert breakdown.main(["--dataset", "synthetic-tiny", "--steps", "1", "--warmup", "1", "--set", "kl_align=8",
+                           "--tag", "s8", "--synthetic-root", str(tmp_path / "syn"), "--out", str(out)]) == 0
+    assert dhmrec_module.sampled_interaction_kl is original
+    result = json.loads((out / "breakdown_synthetic-tiny_s8.json").read_text())
+    assert result["options"] == ["kl_align=8"] and result["dhmrec"]["seconds"][breakdown.KL_PART] > 0
+    kl = result["dhmrec"]["kl"]
+    assert 8 < kl["items"] < 150  # the batch's positives and 8 drawn items, not the 150 of the catalogue
+    assert "DHMRec with kl_align=8" in (out / "breakdown_synthetic-tiny_s8.md").read_text()
+
+
+def test_a_bad_option_is_refused_before_any_work(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        breakdown.main(["--dataset", "synthetic-tiny", "--set", "kl_align=1", "--out", str(tmp_path / "o")])
+    assert "DHMRecConfig.kl_align must be" in capsys.readouterr().err and not (tmp_path / "o").exists()

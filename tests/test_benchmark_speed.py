@@ -76,3 +76,15 @@ def test_missing_real_dataset_is_skipped(tmp_path):
                        "--out", str(out)]) == 0
     (row,) = json.loads((out / "speed.json").read_text())["rows"]
     assert row["status"] == "skipped" and "not found" in row["error"]
+
+
+def test_variants_name_a_model_with_options_of_its_own():
+    from dhmrec_pyg.models import MODELS
+
+    got = speed.parse_variants(["dhmrec_s64=dhmrec:kl_align=64:gamma_kl=0.1"], MODELS)
+    assert got == {"dhmrec_s64": ("dhmrec", ["kl_align=64", "gamma_kl=0.1"])}
+    for bad, needle in (("x=nomodel:kl_align=4", "a model of"), ("dhmrec=dhmrec:kl_align=4", "a new label"),
+                        ("x=dhmrec:kl_align=1", "DHMRecConfig.kl_align must be"),
+                        ("x=freedom:kl_align=4", "kl_align")):
+        message = speed.parse_variants([bad], MODELS)
+        assert isinstance(message, str) and needle in message and bad in message, message

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from dhmrec_pyg.checks import at_least, positive
+from dhmrec_pyg.errors import ConfigError
 from dhmrec_pyg.models.base import (
     EDGE,
     GraphConfig,
@@ -19,7 +20,7 @@ from dhmrec_pyg.models.base import (
     item_modalities,
     l2_reg,
 )
-from dhmrec_pyg.nn.alignment import interaction_kl
+from dhmrec_pyg.nn.alignment import interaction_kl, sampled_interaction_kl
 from dhmrec_pyg.nn.attention import PosNegAttention
 from dhmrec_pyg.nn.disentangle import DisentangledCodes, ModalityDisentangler, StackedCodes
 from dhmrec_pyg.nn.graph import normalized_adjacency, to_sparse_adjacency
@@ -39,6 +40,18 @@ PAPER_READING: Dict[str, Any] = dict(
     reg_weight=1e-2, alpha_mm=0.8, gamma_kl=1.0, ln_gain="unit", attention_scale="sqrt_n",
     attention_scope="all", view_norm="layernorm",
 )
+
+#: ``kl_align="auto"``: above this many items the KL of (20)-(21) is sampled
+#: (:data:`KL_AUTO_SAMPLES` items besides the batch's positives), at or below it exact. The
+#: sampled KL's softmaxes still run over the batch's distinct positive items (1,300-1,900 of a
+#: 2,048 batch on TikTok and Baby), so with 1,024 samples they span 2,400-2,900 items: at the
+#: catalogues of about 7,000 items of TikTok and Baby the exact KL costs 2.5-3x that (a quarter to
+#: two fifths of a DHMRec step at one CPU thread), on Sports' 18,357 items over 6x (44% of a
+#: step). Below 10,000 items the exact KL is kept; above, sampling saves most of the KL
+#: (``benchmarks/results/speed_tiktok_kl.md``, ``breakdown_*.md``).
+KL_AUTO_ITEMS = 10_000
+#: ``kl_align="auto"``: the items drawn besides the batch's positives above :data:`KL_AUTO_ITEMS`.
+KL_AUTO_SAMPLES = 1024
 
 
 @accepts_aliases
@@ -66,7 +79,12 @@ class DHMRecConfig(ItemGraphConfig):
         disentangle: ``False`` is the *w/o DIS* ablation.
         fusion: ``"attention"`` or ``"mean"`` (the *w/o AF* ablation).
         attention: ``"posneg"`` or ``"standard"`` (the *w/o PNF* ablation).
-        kl_align: ``False`` is the *w/o KL* ablation.
+        kl_align: the KL alignment (20)-(21): ``True``, exact, the softmaxes over all items (the
+            paper); ``False``, none (the *w/o KL* ablation); an integer :math:`S \geq 2`, the
+            softmaxes over the batch's positive items and :math:`S` others drawn uniformly, with
+            the log-q correction (:func:`~dhmrec_pyg.nn.sampled_interaction_kl`, a departure
+            from the paper, ``docs/readings.md``); ``"auto"``, exact up to
+            :data:`KL_AUTO_ITEMS` items, :data:`KL_AUTO_SAMPLES` samples above.
         item_graphs: ``False`` is the *w/o II* ablation.
         ln_gain: initial gain of the layer norms of equation (18): a positive number (0.015:
             rows start at ~0.12, the scale of the ID embeddings), ``"unit"`` (:math:`1/\sqrt{d_k}`,
@@ -90,7 +108,7 @@ class DHMRecConfig(ItemGraphConfig):
     disentangle: bool = True
     fusion: Literal["attention", "mean"] = "attention"
     attention: Literal["posneg", "standard"] = "posneg"
-    kl_align: bool = True
+    kl_align: Union[bool, int, Literal["auto"]] = True
     item_graphs: bool = True
     ln_gain: Union[float, Literal["unit", "one"]] = 0.015
     attention_scale: Literal["sqrt_n", "l2"] = "l2"
@@ -110,12 +128,27 @@ class DHMRecConfig(ItemGraphConfig):
         return {"default": cls, "paper": cls.paper}
 
     def check(self) -> None:
-        """Ranges: ``keep_ratio`` in (0, 1], ``beta`` in [0, 1], weights not negative, a positive gain."""
+        """Ranges: ``keep_ratio`` in (0, 1], ``beta`` in [0, 1], weights not negative, a positive gain,
+        at least two sampled items for the KL."""
         super().check()
         self.check_keep_ratio_and_beta()
         at_least(self, 0, "alpha_mm", "gamma_dis", "gamma_kl")
         if not isinstance(self.ln_gain, str):
             positive(self, "ln_gain")
+        if not isinstance(self.kl_align, (bool, str)) and self.kl_align < 2:
+            raise ConfigError(
+                "DHMRecConfig.kl_align must be True, False, 'auto' or a number of sampled items >= 2, "
+                f"got {self.kl_align!r}"
+            )
+
+    def kl_samples(self, num_items: int) -> Optional[int]:
+        """How many items the KL of (20)-(21) draws besides the batch's positives on a catalogue of
+        ``num_items`` (``kl_align``); ``None``: the exact KL over all items (or no KL)."""
+        if isinstance(self.kl_align, bool):
+            return None
+        if self.kl_align == "auto":
+            return KL_AUTO_SAMPLES if num_items > KL_AUTO_ITEMS else None
+        return int(self.kl_align)
 
     def layer_norm_gain(self) -> float:
         """The numeric initial gain ``ln_gain`` stands for."""
@@ -436,7 +469,10 @@ class DHMRec(Recommender):
             terms.update(jsd=codes.jsd, orth=orth)
             total = total + cfg.gamma_dis * (codes.jsd + orth)
         if cfg.kl_align:
-            kl = interaction_kl(e_mm[kl_users], e_mm[num_rows:], e_id[kl_users], e_id[num_rows:])  # (20)-(21)
+            sides = (e_mm[kl_users], e_mm[num_rows:], e_id[kl_users], e_id[num_rows:])
+            samples = cfg.kl_samples(self.num_items)
+            kl = (interaction_kl(*sides) if samples is None  # (20)-(21)
+                  else sampled_interaction_kl(*sides, torch.unique(pos_items), samples))
             terms["kl"] = kl
             total = total + cfg.gamma_kl * kl
         return {"loss": total, **terms}

@@ -7,7 +7,7 @@ from dhmrec_pyg.nn.graph import (
     sym_norm_weights,
     to_sparse_adjacency,
 )
-from dhmrec_pyg.nn.alignment import interaction_kl
+from dhmrec_pyg.nn.alignment import interaction_kl, kl_candidates, sampled_interaction_kl
 from dhmrec_pyg.nn.attention import PosNegAttention
 from dhmrec_pyg.nn.disentangle import (
     DisentangledCodes,
@@ -48,10 +48,12 @@ __all__ = [
     "info_nce",
     "interaction_kl",
     "jensen_shannon_divergence",
+    "kl_candidates",
     "knn_graph",
     "logit_pool",
     "mix_item_graphs",
     "orthogonality_loss",
+    "sampled_interaction_kl",
     "user_item_adjacency",
     "LightGCNConv",
     "LightGCNPropagation",

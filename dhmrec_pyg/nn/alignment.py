@@ -1,6 +1,7 @@
 """Interaction-distribution alignment of multimodal and ID embeddings, equations (20)-(21)."""
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -23,9 +24,13 @@ def _softmax_and_log_(scores: Tensor, probs: Tensor) -> None:
 
 
 def _kl_blocks(
-    user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor, grads: List[bool]
+    user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor, grads: List[bool],
+    offset: Optional[Tensor] = None,
 ) -> Tuple[Tensor, List[Optional[Tensor]]]:
     r"""Row-summed KL of every user and the *unscaled* gradients of their sum.
+
+    ``offset`` (``[I]``, no gradient) is added to every score of its item on both sides
+    (the log-weights of :func:`sampled_interaction_kl`).
 
     Works through the users in blocks, in two reused ``2 x rows x |I|`` buffers,
     so that each block's matrices are made, used and overwritten while they are
@@ -56,6 +61,8 @@ def _kl_blocks(
             log_pq[:, :n].transpose(1, 2),
         )
         torch.bmm(block, items_t, out=logs)  # scores of both sides
+        if offset is not None:
+            logs.add_(offset)
         _softmax_and_log_(logs, probs)
         weighted = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
         row = weighted.sum(dim=-1, keepdim=True)
@@ -95,9 +102,9 @@ class _InteractionKL(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor
+        ctx: Any, user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor, offset: Optional[Tensor]
     ) -> Tensor:
-        rows, grads = _kl_blocks(user_mm, item_mm, user_id, item_id, list(ctx.needs_input_grad[:4]))
+        rows, grads = _kl_blocks(user_mm, item_mm, user_id, item_id, list(ctx.needs_input_grad[:4]), offset)
         ctx.grads, ctx.num_rows = grads, user_mm.size(0)
         return rows.mean()
 
@@ -105,7 +112,7 @@ class _InteractionKL(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         grads: List[Optional[Tensor]] = ctx.grads
         scale = grad / ctx.num_rows
-        return tuple(None if g is None else g * scale for g in grads)
+        return tuple(None if g is None else g * scale for g in grads) + (None,)
 
 
 def interaction_kl(
@@ -151,8 +158,81 @@ def interaction_kl(
         - **input:** :math:`(B, d), (|\mathcal{I}|, d), (B, d), (|\mathcal{I}|, d)`
         - **output:** :math:`()`
     """
+    return _kl(user_mm, item_mm, user_id, item_id, None)
+
+
+def _kl(user_mm: Tensor, item_mm: Tensor, user_id: Tensor, item_id: Tensor, offset: Optional[Tensor]) -> Tensor:
+    """The mean row KL through :class:`_InteractionKL`, or without gradients when none is wanted."""
     inputs = (user_mm, item_mm, user_id, item_id)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-        return _InteractionKL.apply(*inputs)
-    rows, _ = _kl_blocks(*inputs, grads=[False] * 4)  # no gradient wanted: skip computing it
+        return _InteractionKL.apply(*inputs, offset)
+    rows, _ = _kl_blocks(*inputs, grads=[False] * 4, offset=offset)  # no gradient wanted: skip computing it
     return rows.mean()
+
+
+def kl_candidates(positives: Tensor, num_items: int, samples: int) -> Tuple[Tensor, Tensor]:
+    r"""The items of :func:`sampled_interaction_kl`: ``positives`` (distinct) and ``samples`` others,
+    with the logarithm of how many items each stands for.
+
+    The others are drawn uniformly without replacement from the items not in ``positives``, with
+    torch's global random generator (on ``positives``' device), so a seeded run draws the same
+    items again. Each positive stands for itself (log-weight 0); each drawn item for
+    :math:`(|\mathcal{I}| - |P|) / S` items (its log-weight, the log-q correction). When
+    ``samples`` covers every other item, all items are returned, each with log-weight 0.
+
+    Args:
+        positives: ``[n]`` distinct item indices (the batch's positive items).
+        num_items: :math:`|\mathcal{I}|`.
+        samples: :math:`S \geq 1`, the number of other items to draw.
+
+    Returns:
+        ``(items, log_weight)``: ``[|P| + S']`` item indices (``S' = min(S, |I| - |P|)``) and
+        their ``[|P| + S']`` float log-weights.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    device = positives.device
+    others = torch.ones(num_items, dtype=torch.bool, device=device)
+    others[positives] = False
+    others = others.nonzero().view(-1)
+    if samples < others.numel():
+        drawn = others[torch.randperm(others.numel(), device=device)[:samples]]
+        weight = others.numel() / samples
+    else:
+        drawn, weight = others, 1.0
+    log_weight = torch.zeros(positives.numel() + drawn.numel(), device=device)
+    log_weight[positives.numel():] = math.log(weight)
+    return torch.cat([positives, drawn]), log_weight
+
+
+def sampled_interaction_kl(
+    user_mm: Tensor,
+    item_mm: Tensor,
+    user_id: Tensor,
+    item_id: Tensor,
+    positives: Tensor,
+    samples: int,
+) -> Tensor:
+    r""":func:`interaction_kl` with the softmaxes of (20) over the batch's positive items and
+    ``samples`` other items drawn uniformly (sampled softmax with the log-q correction): a
+    departure from the paper, cheaper on large catalogues, :math:`O(B (|P| + S) d)` instead of
+    :math:`O(B |\mathcal{I}| d)`.
+
+    The items are those of :func:`kl_candidates`; each item's score gets its log-weight
+    :math:`\log w_c` on both sides, so the two softmaxes over the candidates are
+    self-normalised importance-sampling estimates of (20), and their KL,
+    :math:`\sum_c \hat{p}_c (s_c - t_c) - \log \hat{Z}_{mm} + \log \hat{Z}_{id}`, estimates (21).
+    When ``samples`` covers every item outside ``positives``, it is (21) exactly (the items in
+    another order). Gradients reach both sides' embeddings of the users and the candidate items.
+
+    Args:
+        user_mm, item_mm, user_id, item_id: as in :func:`interaction_kl`.
+        positives: ``[n]`` distinct indices of the batch's positive items.
+        samples: how many other items to draw (:math:`S \geq 1`).
+
+    Returns:
+        A scalar tensor.
+    """
+    items, log_weight = kl_candidates(positives, item_mm.size(0), samples)
+    offset = log_weight.to(item_mm.dtype)
+    return _kl(user_mm, item_mm.index_select(0, items), user_id, item_id.index_select(0, items), offset)

@@ -320,9 +320,11 @@ class UserAggregation(MessagePassing):
     def rows(x: Tensor, adj: Union[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]], users: Tensor) -> Tensor:
         """Equation (14) for some users only: the rows ``users`` of ``adj @ x``.
 
-        Gathers those users' entries of the normalised ``[U, I]`` user-item matrix and
-        sums their weighted items, so the cost follows those users' interactions, not
-        the whole graph. Differentiable in ``x``.
+        Gathers those users' entries of the normalised ``[U, I]`` user-item matrix into a
+        ``[n, I]`` CSR matrix and multiplies it with ``x``, so the cost follows those users'
+        interactions, not the whole graph, and no ``[entries, F]`` message matrix is made (on
+        TikTok a batch's users hold three quarters of the graph's entries: gathering their
+        messages cost seven times the product). Differentiable in ``x``.
 
         Args:
             x: ``[I, F]`` item features.
@@ -336,9 +338,13 @@ class UserAggregation(MessagePassing):
         row_start, row_count, col, value = UserAggregation.csr_parts(adj) if isinstance(adj, Tensor) else adj
         start, count = row_start[users], row_count[users]
         owner = torch.repeat_interleave(count)  # the position in users of each gathered entry
-        entry = torch.arange(owner.numel(), device=x.device) + (start - count.cumsum(0) + count)[owner]
-        messages = x.index_select(0, col[entry]) * value[entry]
-        return x.new_zeros(users.numel(), x.size(1)).index_add(0, owner, messages)
+        ends = count.cumsum(0)
+        entry = torch.arange(owner.numel(), device=x.device) + (start - ends + count)[owner]
+        crow = torch.cat([ends.new_zeros(1), ends])
+        block = torch.sparse_csr_tensor(
+            crow, col[entry], value[entry].view(-1).to(x.dtype), (users.numel(), x.size(0)), check_invariants=False
+        )
+        return torch.sparse.mm(block, x)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
         """Scale each item's features by :math:`1/\\sqrt{|\\mathcal{N}_u||\\mathcal{N}_i|}`."""
