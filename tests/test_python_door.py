@@ -89,3 +89,10 @@ def test_features_under_an_ignored_name_are_named(graph):
         del graph["item"][key]
     with pytest.raises(DataError, match=r"item attributes \['x'\] are not: rename them x_<modality>"):
         DHMRec(graph, DHMRecConfig(embedding_dim=8, knn_k=3))
+
+
+def test_recommend_with_a_bad_k_names_the_argument_not_a_flag(graph):
+    model = LightGCN(graph, LightGCNConfig(embedding_dim=8))
+    with pytest.raises(ValueError) as err:
+        model.recommend([0, 1], k=-1)
+    assert str(err.value) == "k must be >= 1, got -1"
