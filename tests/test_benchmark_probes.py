@@ -35,7 +35,7 @@ def test_curve_near_best_is_the_window_around_the_best_epoch():
 
 def test_rows_name_changed_options_best_point_and_test(tmp_path):
     done = fake_run(tmp_path / "a", [0.1, 0.3, 0.2, 0.4], finished_best=3, attention_scale="sqrt_n")
-    stopped = fake_run(tmp_path / "b", [0.1, 0.2], view_dropout=0.2)
+    stopped = fake_run(tmp_path / "b", [0.1, 0.2], gamma_kl=0.2)
     row = probes.summarise_run(done)
     assert row["changed_from_defaults"] == {"attention_scale": "sqrt_n"}
     assert (row["best_epoch"], row["best_valid_recall@20"], row["finished"]) == (3, 0.4, True)
@@ -61,6 +61,6 @@ def test_rows_name_changed_options_best_point_and_test(tmp_path):
 
 def test_training_options_that_change_the_run_are_named_with_the_model_options(tmp_path):
     run = fake_run(tmp_path / "a", [0.1, 0.2], train={"ema_decay": 0.995, "lr": 5e-4, "num_threads": 1},
-                   view_dropout=0.2)
+                   gamma_kl=0.2)
     assert probes.summarise_run(run)["changed_from_defaults"] == {
-        "view_dropout": 0.2, "ema_decay": 0.995, "lr": 5e-4}  # not num_threads: how it ran, not what
+        "gamma_kl": 0.2, "ema_decay": 0.995, "lr": 5e-4}  # not num_threads: how it ran, not what

@@ -192,11 +192,13 @@ sys.exit(main(sys.argv[1:]))
     proc = subprocess.Popen([sys.executable, "-c", driver, "train", "--dataset", "shop", "--data-root",
                              str(data_root), "--out", str(tmp_path / "run"), *FAST],
                             env={**_env(), "MARKER": str(marker)}, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # the child takes Ctrl-C as a terminal would give it, whatever this process does
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(marker, proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert proc.returncode == 130
