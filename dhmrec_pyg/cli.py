@@ -192,16 +192,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _parse_seeds(text: str) -> List[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}")
-    return seeds
-
-
 def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Dict[str, Any], type, List[str]]:
     from dhmrec_pyg.models import MODELS
     from dhmrec_pyg.training.config import TrainConfig, load_yaml_config
@@ -409,7 +399,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int
     """``dhmrec train``; ``argv``: the command line (``train`` and its options), which ``--nproc``
     relaunches under torchrun."""
     from dhmrec_pyg.training import distributed as ddist
-    from dhmrec_pyg.training.run import parse_grid, run_grid, run_once, run_seeds
+    from dhmrec_pyg.training.run import parse_grid, parse_seeds, run_grid, run_once, run_seeds
 
     if args.nproc is not None:
         if args.nproc < 1:
@@ -424,7 +414,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int
 
     cfg, model_values, config_class, sets = _resolve(args)
     cfg, model_cfg = apply_overrides(cfg, model_values, config_class, sets)
-    seeds = _parse_seeds(args.seeds) if args.seeds else []
+    seeds = parse_seeds(args.seeds) if args.seeds else []
     grid = parse_grid(args.grid) if args.grid else {}
     out = Path(args.out) if args.out else Path("runs") / (
         f"{Path(cfg.dataset).name}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -112,10 +112,6 @@ class ModelConfig:
         at_least(self, 1, "embedding_dim")
         at_least(self, 0, "reg_weight")
 
-    def check_at_least(self, minimum: float, names: Sequence[str]) -> None:
-        """Raise a ``ConfigError`` naming the first of ``names`` whose value is below ``minimum``."""
-        at_least(self, minimum, *names)
-
 
 @dataclass
 class GraphConfig:

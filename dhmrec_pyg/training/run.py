@@ -212,6 +212,21 @@ def run_seeds(
     return summary
 
 
+def parse_seeds(text: str) -> List[int]:
+    """Parse a ``0,1,2`` list of seeds (``--seeds``), in the order given.
+
+    Raises:
+        ConfigError: a value is not an integer, or there is none.
+    """
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}")
+    return seeds
+
+
 def parse_grid(specs: List[str]) -> Dict[str, List[str]]:
     """Parse ``key=v1,v2,...`` grid specifications."""
     grid: Dict[str, List[str]] = {}

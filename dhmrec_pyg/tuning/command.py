@@ -56,13 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _seeds(text: str) -> List[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}")
-    return list(dict.fromkeys(seeds))
+    """The distinct seeds of ``--seeds``, in order (:func:`~dhmrec_pyg.training.run.parse_seeds`)."""
+    from dhmrec_pyg.training.run import parse_seeds
+
+    return list(dict.fromkeys(parse_seeds(text)))
 
 
 def run(args: argparse.Namespace) -> int:
