@@ -375,10 +375,11 @@ FORMAT1_IMPLICIT_MODEL: Dict[str, Dict[str, Any]] = {
 }
 
 #: Format 1: model options such files may store under an earlier name, per model: option ->
-#: (the earlier name, how the value converts to it); the earlier names are
-#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES`.
+#: (the earlier name, how the value converts to it), read off the one alias table,
+#: :data:`~dhmrec_pyg.models.base.OPTION_ALIASES` (each conversion is its own inverse: ``float``
+#: and ``1 - v``).
 FORMAT1_OLD_NAMES: Dict[str, Dict[str, Tuple[str, Any]]] = {
-    "freedom": {"beta": ("image_weight", float), "keep_ratio": ("dropout", lambda v: round(1.0 - float(v), 12))},
+    "freedom": {target: (alias, convert) for alias, (target, convert) in OPTION_ALIASES.items()},
 }
 
 #: Format 1: training options left out of such files at these values.
