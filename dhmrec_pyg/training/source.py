@@ -76,11 +76,17 @@ def remember_source(data: HeteroData, source: Dict[str, Any], cache_folder: Opti
     return data
 
 
+def _remembered(data: HeteroData) -> Optional[Tuple["weakref.ref[HeteroData]", Dict[str, Any], Optional[Path]]]:
+    """What :func:`remember_source` recorded for this very graph, or ``None``."""
+    entry = _SOURCES.get(id(data))
+    return entry if entry is not None and entry[0]() is data else None
+
+
 def cache_folder(data: HeteroData) -> Optional[Path]:
     """The cache folder recorded with ``data`` by :func:`remember_source` (``None``: none, or a
     graph handed in from Python)."""
-    entry = _SOURCES.get(id(data))
-    return entry[2] if entry is not None and entry[0]() is data else None
+    entry = _remembered(data)
+    return None if entry is None else entry[2]
 
 
 def data_source(
@@ -89,7 +95,7 @@ def data_source(
 ) -> Dict[str, Any]:
     """Where ``data`` came from: the source :func:`remember_source` recorded for this very graph,
     else :func:`graph_source` of the names it is read with."""
-    entry = _SOURCES.get(id(data))
-    if entry is not None and entry[0]() is data:
+    entry = _remembered(data)
+    if entry is not None:
         return dict(entry[1])
     return graph_source(edge_type, user=user, item=item)
