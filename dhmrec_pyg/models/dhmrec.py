@@ -447,17 +447,19 @@ class DHMRec(Recommender):
         cfg = self.config
         batch = users.numel()
         batch_users, user_rows = torch.unique(users, return_inverse=True)
-        num_rows = batch_users.numel()
+        # The pass returns the fused users' rows, then every item's, from row first_item on.
+        first_item = batch_users.numel()
         if cfg.attention_scope == "batch":
             batch_items = torch.unique(torch.cat([pos_items, neg_items]))
-            rows: Optional[Tensor] = torch.cat([torch.arange(num_rows, device=users.device), num_rows + batch_items])
+            rows: Optional[Tensor] = torch.cat([torch.arange(first_item, device=users.device),
+                                                first_item + batch_items])
             fused_users: Optional[Tensor] = batch_users
         else:  # every user is fused: its rows are the users' own ids
-            rows, fused_users, user_rows, num_rows = None, None, users, self.num_users
+            rows, fused_users, user_rows, first_item = None, None, users, self.num_users
         final, e_id, e_mm, _, codes = self._propagate(rows, fused_users)
-        kl_users = batch_users if fused_users is None else slice(0, num_rows)
+        kl_users = batch_users if fused_users is None else slice(0, first_item)
         # The batch's users, positive and negative items in one gather, [B, 3, d].
-        index = torch.stack([user_rows, pos_items + num_rows, neg_items + num_rows], dim=1).view(-1)
+        index = torch.stack([user_rows, pos_items + first_item, neg_items + first_item], dim=1).view(-1)
         triplets = final[index].view(batch, 3, -1)
         u, p, n = triplets.unbind(1)
         bpr = bpr_loss_from_embeddings(u, p, n)
@@ -469,7 +471,7 @@ class DHMRec(Recommender):
             terms.update(jsd=codes.jsd, orth=orth)
             total = total + cfg.gamma_dis * (codes.jsd + orth)
         if cfg.kl_align:
-            sides = (e_mm[kl_users], e_mm[num_rows:], e_id[kl_users], e_id[num_rows:])
+            sides = (e_mm[kl_users], e_mm[first_item:], e_id[kl_users], e_id[first_item:])
             samples = cfg.kl_samples(self.num_items)
             kl = (interaction_kl(*sides) if samples is None  # (20)-(21)
                   else sampled_interaction_kl(*sides, torch.unique(pos_items), samples))
