@@ -10,7 +10,10 @@ validation Recall@20 is rerun with ``--seeds`` and its test metrics (at the best
 epoch) reported as mean ± std. Each model's study lives in ``--runs/tune_<dataset>/<model>``,
 so an interrupted comparison continues where it stopped. The table goes to
 ``benchmarks/results/tune_<dataset>.{json,md}``, with the budget and what each model spent
-(epochs trained, wall time: pruning makes equal trial budgets cost differently).
+(epochs trained and the seconds its trials took: pruning makes equal trial budgets cost
+differently) and, when DHMRec and a baseline are both in it, a verdict line: tuned DHMRec's mean
+test Recall@20 against the best tuned baseline's, and whether it is the project's goal of at
+least +2% (:data:`GOAL`). ``--note`` adds a line on how the run went (load, pauses).
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ from dhmrec_pyg.tuning import tune
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+#: The project's goal: tuned DHMRec at least 2% above the best tuned baseline on test Recall@20.
+GOAL = 0.02
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes per study (cores // jobs threads each)")
     p.add_argument("--runs", default=str(HERE / "runs"), help="where the studies and their run folders go")
     p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
+    p.add_argument("--note", default=None, help="how the run went (machine load, pauses), printed under the budget")
     return p
 
 
@@ -84,6 +90,34 @@ def row_of(model: str, report: Dict[str, Any], wall: float) -> Dict[str, Any]:
             "space": report["space"], "wall_seconds": round(wall, 1), **_spent(report)}
 
 
+def verdict(rows: List[Dict[str, Any]], goal: float = GOAL) -> Optional[Dict[str, Any]]:
+    """Tuned DHMRec against the best tuned baseline on mean test Recall@20: the ratio, the relative
+    gap and whether it reaches the project's goal (``goal``, +2%); ``None`` without both sides."""
+    def recall(row: Dict[str, Any]) -> Optional[float]:
+        test = row["test"].get("recall@20")
+        return None if test is None else float(test["mean"])
+
+    ours = [r for r in rows if r["model"] == "dhmrec" and recall(r) is not None]
+    others = [r for r in rows if r["model"] != "dhmrec" and recall(r) is not None]
+    if not ours or not others:
+        return None
+    best = max(others, key=lambda r: recall(r) or 0.0)
+    mine, theirs = recall(ours[0]) or 0.0, recall(best) or 0.0
+    ratio = mine / theirs if theirs > 0 else float("inf")
+    return {"baseline": best["model"], "dhmrec_recall@20": mine, "baseline_recall@20": theirs,
+            "ratio": ratio, "gap": ratio - 1.0, "goal": goal, "met": ratio >= 1.0 + goal}
+
+
+def _verdict_line(v: Dict[str, Any]) -> str:
+    gap = f"{abs(v['gap']) * 100:.1f}% {'above' if v['gap'] >= 0 else 'below'}"
+    head = (f"**Tuned DHMRec against the best tuned baseline ({v['baseline']})**: test R@20 "
+            f"{v['dhmrec_recall@20']:.4f} against {v['baseline_recall@20']:.4f}, {v['ratio']:.3f}x ({gap}); ")
+    if v["met"]:
+        return head + f"the goal of at least +{v['goal'] * 100:.0f}% is met."
+    short = (1.0 + v["goal"]) - v["ratio"]
+    return head + f"the goal of at least +{v['goal'] * 100:.0f}% is **not met** (short by {short * 100:.1f} points)."
+
+
 def markdown(result: Dict[str, Any]) -> str:
     """The table of :func:`main`'s result, with the budget and the machine."""
     b = result["budget"]
@@ -99,7 +133,13 @@ def markdown(result: Dict[str, Any]) -> str:
         f"its paper (dhmrec_pyg.tuning.DEFAULT_SPACES); selected on validation {b['valid_metric']}; the best point "
         f"rerun over seeds {', '.join(map(str, result['seeds']))}: test at the best validation epoch, mean ± std.",
         "",
-        "| model | best params | valid R@20 | " + " | ".join(METRICS) + " | trials | epochs trained | wall s |",
+    ]
+    if result.get("note"):
+        lines += [result["note"], ""]
+    if result.get("verdict"):
+        lines += [_verdict_line(result["verdict"]), ""]
+    lines += [
+        "| model | best params | valid R@20 | " + " | ".join(METRICS) + " | trials | epochs trained | trial s |",
         "|" + "---|" * (len(METRICS) + 6),
     ]
     for row in result["rows"]:
@@ -108,7 +148,7 @@ def markdown(result: Dict[str, Any]) -> str:
         valid = f"{row['valid']:.4f}" if row["valid"] is not None else "none finished"
         lines.append(f"| {row['model']} | {row['best_params']} | {valid} | " + " | ".join(cells)
                      + f" | {row['states']}" + (f", {row['duplicates']} repeated points" if row["duplicates"] else "")
-                     + f" | {row['epochs_trained']} | {row['wall_seconds']:.0f} |")
+                     + f" | {row['epochs_trained']} | {row['trial_seconds']:.0f} |")
     lines += ["", f"Machine: {machine_line(result['environment'])}, {result['threads']} torch thread(s).", ""]
     return "\n".join(lines)
 
@@ -146,8 +186,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "budget": {"trials": args.trials, "timeout": args.timeout, "pruner": args.pruner,
                    "pruner_warmup": args.pruner_warmup, "sampler_seed": args.sampler_seed, "epochs": epochs,
                    "valid_metric": reports[models[0]]["selected_on"].split()[-1]},
-        "rows": rows, "environment": environment(),
+        "rows": rows, "verdict": verdict(rows), "environment": environment(),
     }
+    if args.note:
+        result["note"] = args.note
     text = markdown(result)
     write_result_files(Path(args.results), f"tune_{args.dataset}", result, text)
     print(text)

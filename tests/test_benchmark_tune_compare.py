@@ -24,3 +24,18 @@ def test_equal_budget_table(tmp_path):
         assert row["test"]["recall@20"]["mean"] == json.loads(best.read_text())["test"]["recall@20"]
     text = (results / "tune_synthetic-tiny.md").read_text()
     assert "Budget per model: 2 finished-or-pruned trials" in text and "| lightgcn |" in text and "| bpr |" in text
+
+
+def _row(model, recall):
+    return {"model": model, "test": {"recall@20": {"mean": recall, "std": 0.0}}}
+
+
+def test_verdict_against_the_best_baseline():
+    v = tune_compare.verdict([_row("dhmrec", 0.0900), _row("freedom", 0.0931), _row("lightgcn", 0.0850)])
+    assert v["baseline"] == "freedom" and not v["met"]
+    assert v["ratio"] == pytest.approx(0.0900 / 0.0931)
+    line = tune_compare._verdict_line(v)
+    assert "3.3% below" in line and "not met" in line and "short by 5.3 points" in line
+    assert tune_compare.verdict([_row("dhmrec", 0.0960), _row("freedom", 0.0931)])["met"]
+    assert not tune_compare.verdict([_row("dhmrec", 0.0940), _row("freedom", 0.0931)])["met"]  # +1% < +2%
+    assert tune_compare.verdict([_row("freedom", 0.0931)]) is None
