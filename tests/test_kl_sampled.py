@@ -78,7 +78,10 @@ def test_bad_kl_align_values_are_refused_naming_the_field(value):
 
 
 def test_kl_samples_follows_the_setting_and_auto_switches_above_the_constant():
-    assert DHMRecConfig().kl_samples(10**7) is None
+    default = DHMRecConfig()
+    assert default.kl_align == "auto" and default.kl_samples(dhmrec_module.KL_AUTO_ITEMS) is None
+    assert default.kl_samples(10**7) == dhmrec_module.KL_AUTO_SAMPLES
+    assert DHMRecConfig(kl_align=True).kl_samples(10**7) is None
     assert DHMRecConfig.paper().kl_align is True and DHMRecConfig.paper().kl_samples(10**7) is None
     assert DHMRecConfig(kl_align=False).kl_samples(10**7) is None
     assert DHMRecConfig(kl_align=64).kl_samples(5) == 64

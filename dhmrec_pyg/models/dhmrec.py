@@ -37,7 +37,7 @@ from dhmrec_pyg.nn.sparse import SparseAdjacency
 
 #: The paper-literal reading of the options the paper leaves open (:meth:`DHMRecConfig.paper`).
 PAPER_READING: Dict[str, Any] = dict(
-    reg_weight=1e-2, alpha_mm=0.8, gamma_kl=1.0, ln_gain="unit", attention_scale="sqrt_n",
+    reg_weight=1e-2, alpha_mm=0.8, gamma_kl=1.0, kl_align=True, ln_gain="unit", attention_scale="sqrt_n",
     attention_scope="all", view_norm="layernorm",
 )
 
@@ -83,8 +83,9 @@ class DHMRecConfig(ItemGraphConfig):
             paper); ``False``, none (the *w/o KL* ablation); an integer :math:`S \geq 2`, the
             softmaxes over the batch's positive items and :math:`S` others drawn uniformly, with
             the log-q correction (:func:`~dhmrec_pyg.nn.sampled_interaction_kl`, a departure
-            from the paper, ``docs/readings.md``); ``"auto"``, exact up to
-            :data:`KL_AUTO_ITEMS` items, :data:`KL_AUTO_SAMPLES` samples above.
+            from the paper, ``docs/readings.md``); ``"auto"`` (the default), exact up to
+            :data:`KL_AUTO_ITEMS` items (TikTok, Baby), :data:`KL_AUTO_SAMPLES` samples above
+            (Sports, Clothing, larger catalogues). The paper's reading is ``True``.
         item_graphs: ``False`` is the *w/o II* ablation.
         ln_gain: initial gain of the layer norms of equation (18): a positive number (0.015:
             rows start at ~0.12, the scale of the ID embeddings), ``"unit"`` (:math:`1/\sqrt{d_k}`,
@@ -108,7 +109,7 @@ class DHMRecConfig(ItemGraphConfig):
     disentangle: bool = True
     fusion: Literal["attention", "mean"] = "attention"
     attention: Literal["posneg", "standard"] = "posneg"
-    kl_align: Union[bool, int, Literal["auto"]] = True
+    kl_align: Union[bool, int, Literal["auto"]] = "auto"
     item_graphs: bool = True
     ln_gain: Union[float, Literal["unit", "one"]] = 0.015
     attention_scale: Literal["sqrt_n", "l2"] = "l2"
