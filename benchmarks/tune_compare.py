@@ -14,10 +14,14 @@ so an interrupted comparison continues where it stopped. The table goes to
 differently) and, when DHMRec and a baseline are both in it, a verdict line: tuned DHMRec's mean
 test Recall@20 against the best tuned baseline's, and whether it is the project's goal of at
 least +2% (:data:`GOAL`). ``--note`` adds a line on how the run went (load, pauses).
+``--report-only`` tunes nothing: it draws the table from the models' finished tuning folders
+(their ``tune.json``, checked to hold ``--trials`` trials and a best point rerun with ``--seeds``),
+e.g. after the models were tuned by separate processes.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -59,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes per study (cores // jobs threads each)")
     p.add_argument("--runs", default=str(HERE / "runs"), help="where the studies and their run folders go")
     p.add_argument("--results", default=str(HERE / "results"), help="where result files go")
+    p.add_argument("--report-only", action="store_true",
+                   help="no tuning: draw the table from the models' finished tuning folders (their tune.json)")
     p.add_argument("--note", default=None, help="how the run went (machine load, pauses), printed under the budget")
     return p
 
@@ -160,6 +166,26 @@ def _data_root(args: argparse.Namespace) -> Optional[str]:
     return args.data_root if (Path(args.data_root) / args.dataset).is_dir() else None
 
 
+def finished_report(folder: Path, trials: int, seeds: List[int]) -> Dict[str, Any]:
+    """A model's ``tune.json`` from an earlier tuning in ``folder``, checked against the budget.
+
+    Raises:
+        SystemExit: no ``tune.json``, fewer than ``trials`` finished-or-pruned trials, or a best
+            point not rerun with ``seeds``.
+    """
+    path = folder / "tune.json"
+    if not path.is_file():
+        raise SystemExit(f"--report-only: {path} not found (tune the model first)")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if report["n_trials"] < trials:
+        raise SystemExit(f"--report-only: {path} holds {report['n_trials']} finished-or-pruned trials, "
+                         f"fewer than --trials {trials}")
+    if list(report.get("best_seeds") or []) != list(seeds):
+        raise SystemExit(f"--report-only: {path} has its best point rerun with seeds {report.get('best_seeds')}, "
+                         f"not --seeds {','.join(map(str, seeds))}")
+    return report
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Tune every model with the same budget and write the table."""
     args = _parser().parse_args(argv)
@@ -169,12 +195,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"skipped: {Path(args.data_root) / args.dataset} not found", file=sys.stderr)
         return 0
     torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset, root=root) if args.jobs == 1 else None
+    data = load_dataset(args.dataset, root=root) if args.jobs == 1 and not args.report_only else None
     rows, reports = [], {}
     for model in models:
         start = time.time()
+        folder = Path(args.runs) / f"tune_{args.dataset}" / model
+        if args.report_only:
+            reports[model] = finished_report(folder, args.trials, seeds)
+            rows.append(row_of(model, reports[model], 0.0))
+            continue
         reports[model] = tune(
-            model, args.dataset, args.trials, Path(args.runs) / f"tune_{args.dataset}" / model, timeout=args.timeout,
+            model, args.dataset, args.trials, folder, timeout=args.timeout,
             jobs=args.jobs, seeds=seeds, data_root=root, overrides=args.sets, epochs=args.epochs, pruner=args.pruner,
             pruner_warmup=args.pruner_warmup, sampler_seed=args.sampler_seed, progress=True, data=data,
         )

@@ -39,3 +39,21 @@ def test_verdict_against_the_best_baseline():
     assert tune_compare.verdict([_row("dhmrec", 0.0960), _row("freedom", 0.0931)])["met"]
     assert not tune_compare.verdict([_row("dhmrec", 0.0940), _row("freedom", 0.0931)])["met"]  # +1% < +2%
     assert tune_compare.verdict([_row("freedom", 0.0931)]) is None
+
+
+def test_report_only_reads_finished_tunings_and_refuses_short_ones(tmp_path, capsys):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    base = ["--dataset", "synthetic-tiny", "--models", "bpr", "--seeds", "0", "--epochs", "2", "--pruner", "none",
+            "--results", str(results), "--runs", str(runs)]
+    assert tune_compare.main(base + ["--trials", "2"]) == 0
+    first = json.loads((results / "tune_synthetic-tiny.json").read_text())
+    study = runs / "tune_synthetic-tiny" / "bpr" / "study.db"
+    before = study.stat().st_mtime_ns
+    assert tune_compare.main(base + ["--trials", "2", "--report-only", "--note", "quiet machine"]) == 0
+    again = json.loads((results / "tune_synthetic-tiny.json").read_text())
+    assert again["rows"][0]["best_params"] == first["rows"][0]["best_params"] and again["note"] == "quiet machine"
+    assert study.stat().st_mtime_ns == before  # nothing tuned
+    with pytest.raises(SystemExit, match="holds 2 finished-or-pruned trials, fewer than --trials 3"):
+        tune_compare.main(base + ["--trials", "3", "--report-only"])
+    with pytest.raises(SystemExit, match="not --seeds 0,1"):
+        tune_compare.main(base + ["--trials", "2", "--report-only", "--seeds", "0,1"])
