@@ -24,6 +24,7 @@ def test_scale_benchmark_tiny(tmp_path):
     assert dh["build_seconds_with_knn"] == pytest.approx(dh["build_seconds"] + free["knn_seconds"])
     assert lgcn["build_seconds_with_knn"] == lgcn["build_seconds"]
     assert dh["sets"] == ["kl_align=auto"] and dh["model_config"]["kl_align"] == "auto"
+    assert free["model_config"]["trainable_features"] is False and lgcn["sets"] == []
     for r in rows.values():
         b = r["batch_seconds"]
         assert r["timed_batches"] == len(b) == 2 and r["seconds_per_step"] == b[1]
