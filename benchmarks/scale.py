@@ -76,8 +76,8 @@ def _profile_overrides(pairs: List[str]) -> Dict[str, Any]:
 def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float]) -> Dict[str, Any]:
     """The summary row of one model's worker result."""
     if run.get("status") != "ok":
-        return {"model": model, "status": run.get("status", "error"), "error": run.get("error"),
-                "stderr_tail": run.get("stderr_tail")}
+        tail = [line.replace(str(REPO) + "/", "") for line in run.get("stderr_tail") or []]
+        return {"model": model, "status": run.get("status", "error"), "error": run.get("error"), "stderr_tail": tail}
     batches = run["batch_seconds"]
     per_step = sum(batches[1:]) / len(batches[1:]) if len(batches) > 1 else batches[0]
     knn = sum(run["knn_seconds"])
@@ -122,7 +122,8 @@ def markdown(result: Dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['status']}: {r.get('error')} |" + " |" * 8)
+            cause = (r.get("stderr_tail") or [""])[-1].replace("|", "/")[:240]
+            lines.append(f"| {r['model']} | {r['status']}: {r.get('error')}{': ' + cause if cause else ''} |" + " |" * 8)
             continue
         if not r["knn_graphs"]:
             knn = "none (no item graph)"
