@@ -31,7 +31,7 @@ def test_scale_benchmark_tiny(tmp_path):
         assert r["seconds_per_1000_steps"] == pytest.approx(1000 * b[1])
         assert r["seconds_per_epoch_extrapolated"] == pytest.approx(
             r["epoch_hook_seconds"] + b[0] + b[1] * (r["batches_per_epoch"] - 1))
-        assert r["peak_rss_mib"] > r["base_rss_mib"] > 0
+        assert r["peak_rss_mib"] >= r["base_rss_mib"] > 0  # ru_maxrss: tiny data may not raise it
     md = (tmp_path / "scale_tiny.md").read_text()
     assert "| dhmrec | kl_align=auto |" in md and "read from the shared cache" in md
     assert "extrapolated" in md and "No full-ranking evaluation" in md and "faiss" in md
