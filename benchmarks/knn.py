@@ -1,13 +1,17 @@
 """Build time, memory and recall of the item-item KNN graphs (``dhmrec_pyg.nn.knn_graph``).
 
     python -m benchmarks.knn [--sizes 10000,100000,1000000] [--dim 384] [--k 10] \
-        [--sample 1000] [--threads 1] [--max-seconds 600] [--out benchmarks/results]
+        [--methods exact,hnsw,ivf] [--sample 1000] [--threads 1] [--max-seconds 600] \
+        [--out benchmarks/results] [--name knn]
 
 For every catalogue size the library's own :func:`~dhmrec_pyg.nn.knn.knn_graph`
-builds the full top-``k`` graph (every item queried) twice, once with
-``method="exact"`` (faiss ``IndexFlatIP``) and once with ``method="hnsw"`` (the
-approximate index that ``method="auto"`` picks above ``EXACT_MAX_ITEMS``), all
-other arguments at the library's defaults. Each build runs in a fresh Python
+builds the full top-``k`` graph (every item queried) once per method of ``--methods``:
+``method="exact"`` (faiss ``IndexFlatIP``), ``method="ivf"`` (the inverted-file
+``IndexIVFFlat`` that ``method="auto"`` picks above ``EXACT_MAX_ITEMS``) and
+``method="hnsw"`` (``IndexHNSWFlat``), all other arguments at the library's defaults.
+The IVF build is always run in full, whatever its predicted time (it is the one
+meant for large catalogues); its row names the lists, the lists probed and the
+k-means training sample that the library chose for that size. Each build runs in a fresh Python
 process that first generates the features; its wall time and its peak resident
 memory *growth* over the process's size after data generation are recorded
 (the peak is read from ``VmHWM`` after resetting it through
@@ -42,7 +46,7 @@ repository besides the result files): a mixture of ``--centres`` Gaussian
 centres, plus a per-item offset in a shared ``--latent``-dimensional subspace,
 plus isotropic noise, so that neighbours are meaningful (low intrinsic
 dimension within a cluster) like those of real text or image embeddings.
-Writes ``<out>/knn.json`` and ``<out>/knn.md``.
+Writes ``<out>/<name>.json`` and ``<out>/<name>.md`` (``--name``, default ``knn``).
 """
 from __future__ import annotations
 
@@ -178,7 +182,7 @@ def _worker(spec: dict) -> dict:
     from dhmrec_pyg.nn.knn import knn_graph
 
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # knn_graph gives faiss torch's thread count
         faiss.omp_set_num_threads(threads)
     n, k, mode = int(spec["n"]), int(spec["k"]), spec["mode"]
     include_self = bool(inspect.signature(knn_graph).parameters["include_self"].default)
@@ -189,7 +193,7 @@ def _worker(spec: dict) -> dict:
     others = _others(k, n, include_self)
     mem = PeakMemory()
     out["peak_reset"] = mem.reset
-    if mode in ("exact", "hnsw"):
+    if mode in ("exact", "hnsw", "ivf"):
         t = time.perf_counter()
         edges = knn_graph(x, k, method=mode)  # every other argument at the library default
         out["seconds"] = time.perf_counter() - t
@@ -310,6 +314,7 @@ def library_parameters(k: int) -> dict:
     sig = inspect.signature(knn_mod.knn_graph).parameters
     exact = knn_mod.knn_index_spec(10**6, k, method="exact")
     hnsw = knn_mod.knn_index_spec(10**6, k, method="hnsw")
+    ivf = knn_mod.knn_index_spec(10**6, k, method="ivf")
     return {
         "function": "dhmrec_pyg.nn.knn.knn_graph",
         "EXACT_MAX_ITEMS": int(knn_mod.EXACT_MAX_ITEMS),
@@ -319,6 +324,11 @@ def library_parameters(k: int) -> dict:
         "approximate": {"index": hnsw.index, "metric": "inner product on L2-normalised rows",
                         "M": hnsw.hnsw_m, "efConstruction": hnsw.ef_construction, "efSearch": hnsw.ef_search,
                         "gpu": hnsw.gpu},
+        "ivf": {"index": ivf.index, "metric": "inner product on L2-normalised rows, spherical k-means lists",
+                "nlist": "the power of two nearest 2 sqrt(items), at least 39 training items per list",
+                "nlist_at_1M": ivf.ivf_nlist, "nprobe": ivf.ivf_nprobe,
+                "train_items_per_list": int(knn_mod.IVF_TRAIN_PER_LIST),
+                "kmeans_iterations": int(knn_mod.IVF_ITERATIONS), "gpu": ivf.gpu},
     }
 
 
@@ -376,6 +386,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated numbers of items")
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--k", type=int, default=10, help="neighbours per item (the paper's 10)")
+    p.add_argument("--methods", default="exact,hnsw,ivf", help="comma-separated, of exact, hnsw, ivf")
+    p.add_argument("--name", default="knn", help="stem of the result files (<name>.json, <name>.md)")
     p.add_argument("--sample", type=int, default=1000, help="query items checked for recall")
     p.add_argument("--threads", type=int, default=1, help="torch/faiss/BLAS threads (0: library defaults)")
     p.add_argument("--max-seconds", type=float, default=600.0,
@@ -404,33 +416,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in ("exact", "hnsw", "ivf") for m in methods):
+        p.error(f"--methods takes exact, hnsw and ivf, got {args.methods!r}")
     base = {"dim": args.dim, "k": args.k, "sample": args.sample, "threads": args.threads,
             "centres": args.centres, "latent": args.latent, "noise": args.noise, "seed": args.seed}
     params = library_parameters(args.k)
     start = time.time()
     rows: List[dict] = []
-    full: Dict[str, Dict[int, float]] = {"exact": {}, "hnsw": {}}  # seconds of the builds run in full
-    full_mib: Dict[str, Dict[int, float]] = {"exact": {}, "hnsw": {}}  # their peak memory growth
+    full: Dict[str, Dict[int, float]] = {"exact": {}, "hnsw": {}, "ivf": {}}  # seconds of the builds run in full
+    full_mib: Dict[str, Dict[int, float]] = {"exact": {}, "hnsw": {}, "ivf": {}}  # their peak memory growth
     build_share = 0.5  # share of the HNSW build time spent building the index (vs searching all items)
     measure = _worker if args.in_process else _run_worker
     worker = {**base, "hnsw": {key: params["approximate"][key] for key in ("M", "efConstruction", "efSearch")}}
+    from dhmrec_pyg.nn.knn import knn_index_spec
+
     for n in sizes:
-        for method in ("exact", "hnsw"):
-            pred = _predict(method, n, full[method])
+        for method in methods:
+            pred = _predict(method, n, full[method]) if method != "ivf" else None
+            spec = knn_index_spec(n, args.k, method=method)
             row: Dict[str, object] = {
-                "items": n, "method": method, "index": params["exact" if method == "exact" else "approximate"]["index"],
-                "auto_picks_this": (n <= params["EXACT_MAX_ITEMS"]) == (method == "exact"),
+                "items": n, "method": method, "index": spec.index,
+                "auto_picks_this": knn_index_spec(n, args.k).method == method,
                 "predicted_seconds": pred}
+            if method == "ivf":
+                row.update(ivf_nlist=spec.ivf_nlist, ivf_nprobe=spec.ivf_nprobe, ivf_train=spec.ivf_train)
             if pred is None or pred <= args.max_seconds:
                 r = measure({**worker, "n": n, "mode": method})
                 full[method][n] = r["seconds"]
                 full_mib[method][n] = r["peak_mib"]
-                chk = r["extrapolation_check"]
                 row.update(extrapolated=False, seconds=r["seconds"], peak_mib=r["peak_mib"], recall=r["recall"],
-                           recall_sample=r["sample"], edges=r["edges"],
-                           extrapolation_check={"extrapolated_seconds": chk["seconds"],
-                                                "ratio_to_measured": chk["seconds"] / r["seconds"]},
-                           detail=r)
+                           recall_sample=r["sample"], edges=r["edges"], detail=r)
+                if "extrapolation_check" in r:
+                    chk = r["extrapolation_check"]
+                    row["extrapolation_check"] = {"extrapolated_seconds": chk["seconds"],
+                                                  "ratio_to_measured": chk["seconds"] / r["seconds"]}
                 if method == "hnsw":
                     build_share = min(1.0, chk["build_seconds"] / r["seconds"])
             elif method == "exact":
@@ -495,7 +515,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "environment": env,
     }
     text = markdown(result)
-    write_result_files(Path(args.out), "knn", result, text)
+    write_result_files(Path(args.out), args.name, result, text)
     print(text, end="")
     return 0
 
@@ -519,6 +539,9 @@ def markdown(result: dict) -> str:
         else:
             rec = f"{row['recall']:.4f} ({row['recall_sample']})"
         note = row.get("note", "")
+        if row["method"] == "ivf":
+            note = (f"built in full; {row['ivf_nlist']:,} lists, {row['ivf_nprobe']} probed, k-means on "
+                    f"{row['ivf_train']:,} items")
         if "extrapolation_check" in row:
             chk = row["extrapolation_check"]
             note = (f"built in full; the sample extrapolation used for larger sizes gives "
@@ -526,14 +549,16 @@ def markdown(result: dict) -> str:
         auto = " *" if row["auto_picks_this"] else ""
         lines.append(f"| {row['items']:,} | {row['method']} ({row['index']}){auto} | {secs} | {mem} | {rec} | {note} |")
     lines += ["", "\\* the method `method=\"auto\"` (the default) picks at this size."]
-    ap = params["approximate"]
+    ap, ivf = params["approximate"], params["ivf"]
     top = max(row["items"] for row in result["rows"])
     lines += [
         "",
         f"Library defaults benchmarked: `method=\"auto\"` uses exact `{params['exact']['index']}` up to "
         f"`EXACT_MAX_ITEMS = {params['EXACT_MAX_ITEMS']:,}` items (on the GPU when faiss has one: "
-        f"{'yes' if params['exact']['gpu'] else 'no GPU here'}), `{ap['index']}` above it with M = {ap['M']}, "
-        f"efConstruction = {ap['efConstruction']}, efSearch = {ap['efSearch']} (at k = {o['k']}), "
+        f"{'yes' if params['exact']['gpu'] else 'no GPU here'}), `{ivf['index']}` above it ({ivf['nlist']}; "
+        f"{ivf['nprobe']} lists probed; spherical k-means of {ivf['kmeans_iterations']} iterations on "
+        f"{ivf['train_items_per_list']} seeded random items per list); `method=\"hnsw\"`: `{ap['index']}` with "
+        f"M = {ap['M']}, efConstruction = {ap['efConstruction']}, efSearch = {ap['efSearch']} (at k = {o['k']}); "
         "inner product on L2-normalised rows, CPU only.",
         "",
         f"Recall: {result['recall_definition']}. Memory: {result['memory_definition']}; the input itself is "

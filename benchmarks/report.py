@@ -197,7 +197,7 @@ def dhmrec_sections(details: Callable[[str], str] = repo_details) -> list[str]:
 
 
 def speed_sections(details: Callable[[str], str] = repo_details) -> list[str]:
-    """Training speed, DHMRec's step part by part, operator counts and the KNN build."""
+    """Training speed, DHMRec's step part by part, operator counts, the KNN build and the million-item scale."""
     body = embedded("speed", "Training and evaluation speed at the paper's scales", details=details)
     body += embedded("speed_cuda", "The same at Baby scale on a GPU", details=details)
     for path in sorted((HERE / "results").glob("breakdown_*.md")):
@@ -206,7 +206,13 @@ def speed_sections(details: Callable[[str], str] = repo_details) -> list[str]:
     for path in sorted((HERE / "results").glob("opcount_*.md")):
         body += embedded(path.stem, f"Aten operators per training step on {path.stem.split('_', 1)[1]}",
                          details=details)
-    return body + embedded("knn", "Item-item KNN graph build", details=details)
+    body += embedded("knn", "Item-item KNN graph build", details=details)
+    body += embedded("knn_100k_hnsw_ivf", "The two approximate KNN indexes at 100,000 items (why `method=\"auto\"` "
+                     "picks IVF above `EXACT_MAX_ITEMS`)", details=details)
+    for dim in (384, 512):
+        body += embedded(f"knn_million_{dim}", f"KNN graph of a million {dim}-d items (IVF, full build)",
+                         details=details)
+    return body + embedded("scale_million", "A million items: FREEDOM, LightGCN and DHMRec", details=details)
 
 
 def eval_noise_sections(details: Callable[[str], str] = repo_details) -> list[str]:

@@ -21,11 +21,15 @@ def test_knn_benchmark_tiny(tmp_path):
     assert code == 0
     result = json.loads((tmp_path / "knn.json").read_text())
     rows = {(r["items"], r["method"]): r for r in result["rows"]}
-    assert set(rows) == {(2000, "exact"), (2000, "hnsw"), (5000, "exact"), (5000, "hnsw")}
+    assert set(rows) == {(n, m) for n in (2000, 5000) for m in ("exact", "hnsw", "ivf")}
     for (n, method), r in rows.items():  # each row's figures are those its measurement gave
         d = r["detail"]
         assert r["recall_sample"] == d["sample"] == 50
-        if not r["extrapolated"]:
+        if method == "ivf":  # always built in full, no extrapolation check
+            assert not r["extrapolated"] and "extrapolation_check" not in r and r["edges"] == n * 5
+            assert (r["seconds"], r["recall"]) == (d["seconds"], d["recall"]) and r["recall"] > 0.9
+            assert r["ivf_nlist"] == (32 if n == 2000 else 128) and r["ivf_train"] == min(n, 64 * r["ivf_nlist"])
+        elif not r["extrapolated"]:
             assert (r["seconds"], r["peak_mib"], r["recall"]) == (d["seconds"], d["peak_mib"], d["recall"])
             chk = d["extrapolation_check"]
             assert r["extrapolation_check"]["extrapolated_seconds"] == chk["seconds"]
@@ -49,12 +53,25 @@ def test_knn_benchmark_tiny(tmp_path):
     assert rows[5000, "hnsw"]["extrapolated"] and rows[5000, "hnsw"]["index_items"] == 2000
     lib = result["library"]
     assert lib["approximate"]["index"] == "IndexHNSWFlat" and lib["approximate"]["M"] == 32
-    assert lib["exact"]["index"] == "IndexFlatIP"
+    assert lib["exact"]["index"] == "IndexFlatIP" and lib["ivf"]["index"] == "IndexIVFFlat"
+    assert lib["ivf"]["nlist_at_1M"] == 2048
     env = result["environment"]
     for key in ("cpu", "cores", "gpu", "torch", "torch_geometric", "faiss"):
         assert env[key]
     md = (tmp_path / "knn.md").read_text()
     assert "extrapolated" in md and "faiss" in md and "PyG" in md
+    assert "| 5,000 | ivf (IndexIVFFlat) | " in md and "128 lists, 16 probed" in md
+
+
+def test_methods_option_and_name(tmp_path):
+    code = knn_bench.main(["--sizes", "1000", "--dim", "8", "--k", "4", "--sample", "20", "--centres", "4",
+                           "--latent", "2", "--methods", "ivf", "--name", "knn_ivf", "--in-process",
+                           "--out", str(tmp_path)])
+    assert code == 0 and not (tmp_path / "knn.json").exists()
+    rows = json.loads((tmp_path / "knn_ivf.json").read_text())["rows"]
+    assert [(r["items"], r["method"], r["auto_picks_this"]) for r in rows] == [(1000, "ivf", False)]
+    with pytest.raises(SystemExit):
+        knn_bench.main(["--methods", "lsh", "--out", str(tmp_path)])
 
 
 def test_worker_in_a_fresh_process():

@@ -128,6 +128,18 @@ def test_big_profile_degrees(profile: str, counts: tuple[int, int, int]) -> None
     assert int(deg.min()) >= p.min_degree and int(deg.max()) <= _degree_cap(p)
 
 
+def test_million_profile_shape() -> None:
+    """The scale benchmark's profile: its shape and degrees (generating it takes minutes)."""
+    from dhmrec_pyg.data.synthetic import _degree_cap, _degrees
+
+    key, p = get_profile("synthetic-million")
+    assert key == "million" and (p.n_users, p.n_items, p.n_interactions) == (10**6, 10**6, 10**7)
+    assert p.modalities == {"image": 512, "text": 384}
+    deg = _degrees(np.random.default_rng(0), p)
+    assert int(deg.sum()) == p.n_interactions and int(deg.min()) == p.min_degree
+    assert int(deg.max()) == _degree_cap(p) == 300
+
+
 def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 

@@ -84,8 +84,10 @@ def test_bad_arguments():
     x = np.zeros((5, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="k must be"):
         knn_graph(x, 0)
-    with pytest.raises(ValueError, match="method"):
-        knn_graph(x, 2, method="ivf")
+    with pytest.raises(ValueError, match="method must be .*got 'lsh'"):
+        knn_graph(x, 2, method="lsh")
+    with pytest.raises(ValueError, match="ivf_nprobe .*got 0 and 0"):
+        knn_graph(x, 2, method="ivf", ivf_nprobe=0)
     with pytest.raises(ValueError, match="2-D"):
         knn_graph(np.zeros(5, dtype=np.float32), 2)
 
@@ -93,13 +95,20 @@ def test_bad_arguments():
 def test_index_spec_is_the_index_knn_graph_builds(monkeypatch):
     small = knn_mod.knn_index_spec(500, k=10)
     assert (small.method, small.index, small.neighbours, small.hnsw_m) == ("exact", "IndexFlatIP", 10, None)
+    at = knn_mod.knn_index_spec(knn_mod.EXACT_MAX_ITEMS, k=10)
+    assert at.method == "exact"  # the threshold itself is still exact
     big = knn_mod.knn_index_spec(knn_mod.EXACT_MAX_ITEMS + 1, k=10)
-    assert (big.method, big.index, big.gpu) == ("hnsw", "IndexHNSWFlat", False)
-    assert (big.hnsw_m, big.ef_construction, big.ef_search) == (32, 80, 128)
+    assert (big.method, big.index, big.gpu, big.hnsw_m) == ("ivf", "IndexIVFFlat", False, None)
+    assert (big.ivf_nlist, big.ivf_nprobe, big.ivf_train) == (1024, knn_mod.IVF_NPROBE, 1024 * 64)
+    million = knn_mod.knn_index_spec(10**6, k=10)
+    assert (million.ivf_nlist, million.ivf_train) == (2048, 2048 * 64)
+    hnsw = knn_mod.knn_index_spec(knn_mod.EXACT_MAX_ITEMS + 1, k=10, method="hnsw")
+    assert (hnsw.index, hnsw.hnsw_m, hnsw.ef_construction, hnsw.ef_search) == ("IndexHNSWFlat", 32, 80, 128)
+    assert hnsw.ivf_nlist is None and knn_mod.knn_index_spec(10, method="ivf").ef_search is None
     assert knn_mod.knn_index_spec(10**6, k=100, method="hnsw").ef_search == 200  # raised to 2x the results
     assert knn_mod.knn_index_spec(5, k=10, include_self=False).neighbours == 5  # capped at the catalogue
-    with pytest.raises(ValueError):
-        knn_mod.knn_index_spec(10, method="ivf")
+    with pytest.raises(ValueError, match="'lsh'"):
+        knn_mod.knn_index_spec(10, method="lsh")
 
     built = []
     real = knn_mod.build_knn_index
@@ -113,3 +122,53 @@ def test_index_spec_is_the_index_knn_graph_builds(monkeypatch):
     index, resources = real(built[-1], 8)
     assert type(index).__name__ == "IndexHNSWFlat" and resources is None
     assert (index.hnsw.efConstruction, index.hnsw.efSearch) == (80, 64)
+    knn_graph(x, 7, method="ivf", ivf_nlist=4, ivf_nprobe=2)
+    assert built[-1] == knn_mod.knn_index_spec(300, 7, method="ivf", ivf_nlist=4, ivf_nprobe=2)
+    index, _ = real(built[-1], 8)
+    assert type(index).__name__ == "IndexIVFFlat" and (index.nlist, index.nprobe) == (4, 2)
+    assert not index.is_trained
+
+
+def test_ivf_lists():
+    # the power of two nearest 2 sqrt(n), halved until every list has 39 training points
+    assert [knn_mod.ivf_lists(n) for n in (1, 100, 1_000, 100_000, 200_001, 10**6)] == [1, 2, 16, 512, 1024, 2048]
+    assert knn_mod.knn_index_spec(50, k=3, method="ivf", ivf_nlist=500).ivf_nlist == 50  # capped at the items
+    assert knn_mod.knn_index_spec(5_000, k=3, method="ivf", ivf_nprobe=999).ivf_nprobe == 128  # capped at nlist
+
+
+def clustered(n: int, dim: int = 16, centres: int = 40, seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim))
+    return (c[rng.integers(0, centres, n)] + 0.5 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_ivf_recall_and_auto_choice(monkeypatch):
+    x = clustered(3000)
+    exact = neighbour_sets(knn_graph(x, 10, method="exact"), 3000)
+    monkeypatch.setattr(knn_mod, "EXACT_MAX_ITEMS", 2999)  # what a caller's default threshold reads
+    seen = []
+    real = knn_mod._search
+    monkeypatch.setattr(knn_mod, "_search", lambda x, spec, threads: seen.append((spec, threads)) or real(x, spec, threads))
+    approx_ei = knn_graph(x, 10, method="auto", exact_max_items=2999, threads=1)
+    assert seen[-1][0].method == "ivf" and seen[-1][1] == 1
+    assert seen[-1][0].ivf_nlist == knn_mod.ivf_lists(3000) == 64
+    approx = neighbour_sets(approx_ei, 3000)
+    recall = sum(len(a & e) for a, e in zip(approx, exact)) / sum(len(e) for e in exact)
+    assert recall > 0.95
+    assert approx_ei.shape == (2, 3000 * 10) and all(i in s for i, s in enumerate(approx))  # self kept
+    assert torch.equal(knn_graph(x, 10, method="auto", exact_max_items=2999, threads=1), approx_ei)  # seeded
+    knn_graph(x, 10, method="auto", exact_max_items=3000)
+    assert seen[-1][0].method == "exact" and seen[-1][1] == torch.get_num_threads()  # at the threshold: exact
+    # one probed list of many finds fewer neighbours: the parameter reaches faiss
+    low = neighbour_sets(knn_graph(x, 10, method="ivf", ivf_nlist=64, ivf_nprobe=1), 3000)
+    assert sum(len(a & e) for a, e in zip(low, exact)) / sum(len(e) for e in exact) < recall
+
+
+def test_ivf_cache_key_has_its_parameters(tmp_path):
+    x = clustered(400)
+    knn_graph(x, 5, method="ivf", cache_dir=tmp_path)
+    knn_graph(x, 5, method="ivf", cache_dir=tmp_path, ivf_nprobe=3)
+    knn_graph(x, 5, method="ivf", cache_dir=tmp_path, ivf_nlist=4)
+    assert len(list(tmp_path.glob("knn-*.npz"))) == 3
+    knn_graph(x, 5, method="ivf", cache_dir=tmp_path, ivf_nprobe=3)
+    assert len(list(tmp_path.glob("knn-*.npz"))) == 3  # the same parameters read the same file

@@ -80,13 +80,19 @@ _BIG_MODALITIES = {"image": 4096, "text": 384}
 
 #: The named profiles. ``demo`` is small enough for a LightGCN epoch plus evaluation in well under a
 #: second on two CPU cores; ``tiny`` is for unit tests; ``baby``, ``sports`` and ``clothing`` have
-#: the shapes of the Amazon benchmarks (users, items, interactions, 4096-d image and 384-d text).
+#: the shapes of the Amazon benchmarks (users, items, interactions, 4096-d image and 384-d text);
+#: ``million`` (1M users, 1M items, 10M interactions, 512-d image, 384-d text) is for scale benchmarks.
 PROFILES: dict[str, SyntheticProfile] = {
     "tiny": SyntheticProfile(200, 150, 3_000, modalities={"image": 16, "text": 8}),
     "demo": SyntheticProfile(1_500, 1_000, 25_000),
     "baby": SyntheticProfile(19_445, 7_050, 160_792, modalities=dict(_BIG_MODALITIES)),
     "sports": SyntheticProfile(35_598, 18_357, 296_337, modalities=dict(_BIG_MODALITIES)),
     "clothing": SyntheticProfile(39_387, 23_033, 278_677, modalities=dict(_BIG_MODALITIES)),
+    # The scale benchmark's catalogue (benchmarks/scale.py): a million items with 512-d image and
+    # 384-d text features. A million users at 10 interactions each on average keeps the Amazon
+    # benchmarks' sparsity per user (about 8 per user in Baby and Sports) rather than piling
+    # the 10M interactions on fewer, heavier users.
+    "million": SyntheticProfile(1_000_000, 1_000_000, 10_000_000, modalities={"image": 512, "text": 384}),
 }
 
 

@@ -12,7 +12,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import spmm
 
 from dhmrec_pyg.nn.graph import bipartite_norm_weights, is_torch_sparse, sparse_matrix, sym_norm_weights
-from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, knn_graph
+from dhmrec_pyg.nn.knn import EXACT_MAX_ITEMS, IVF_NPROBE, knn_graph
 from dhmrec_pyg.nn.lightgcn_conv import LightGCNConv
 from dhmrec_pyg.nn.sparse import PairedSpMM
 from dhmrec_pyg.schema import check_edge_index, modality_names
@@ -125,6 +125,8 @@ def build_item_graphs(
     use_gpu: Union[bool, str] = "auto",
     hnsw_m: int = 32,
     ef_search: int = 128,
+    ivf_nlist: int = 0,
+    ivf_nprobe: int = IVF_NPROBE,
 ) -> HeteroData:
     r"""Add the modality item-item graphs of equations (9)-(12) to a ``HeteroData``.
 
@@ -148,11 +150,12 @@ def build_item_graphs(
         beta: weight of the visual-like modality in the common graph (0.1).
         visual_modality: which modality is visual-like (``None``: by name).
         include_self: items are among their own neighbours (FREEDOM's choice).
-        method: ``"auto"``, ``"exact"`` or ``"hnsw"`` (see :func:`knn_graph`).
+        method: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"`` (see :func:`knn_graph`).
         exact_max_items: size threshold of ``"auto"``.
         cache_dir: folder caching the KNN searches; ``None`` disables it.
-        use_gpu, hnsw_m, ef_search: passed to :func:`~dhmrec_pyg.nn.knn.knn_graph` (faiss on
-            a GPU; HNSW graph degree and search breadth).
+        use_gpu, hnsw_m, ef_search, ivf_nlist, ivf_nprobe: passed to
+            :func:`~dhmrec_pyg.nn.knn.knn_graph` (faiss on a GPU; HNSW graph degree and search
+            breadth; IVF lists and lists probed).
 
     Returns:
         A shallow copy of ``data`` with one edge type
@@ -179,7 +182,7 @@ def build_item_graphs(
         edge_index = knn_graph(
             data["item"][f"x_{m}"], k, include_self=include_self, method=method,
             exact_max_items=exact_max_items, cache_dir=cache_dir, use_gpu=use_gpu, hnsw_m=hnsw_m,
-            ef_search=ef_search,
+            ef_search=ef_search, ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe,
         )
         edge_weight = sym_norm_weights(edge_index, num_items)
         graphs.append((edge_index, edge_weight))
