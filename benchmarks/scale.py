@@ -27,8 +27,9 @@ For every model, in a fresh subprocess of its own (the worker of :mod:`benchmark
 * **peak MiB**: peak resident memory of the subprocess (``ru_maxrss``: interpreter, torch, the
   data with its features, the model, Adam state).
 
-DHMRec runs with ``kl_align=auto`` (its default is the exact KL, ``kl_align=True``, whose items x
-items terms do not fit a million items): above ``KL_AUTO_ITEMS`` items ``auto`` samples the KL.
+DHMRec runs with ``kl_align=auto``, its default, set explicitly so that the row says so: above
+``KL_AUTO_ITEMS`` items ``auto`` samples the KL (the exact KL, ``kl_align=True``, scores every one
+of a million items for each of the batch's users, on both sides, each step).
 FREEDOM runs with ``trainable_features=false``: its default fine-tunes the raw item features as
 parameters (the public code's ``freeze=False``), which at a million items x 896 features adds a
 gradient and two Adam moments of 3.6 GB each to the 3.6 GB copy, more than this 24 GB machine
