@@ -14,9 +14,10 @@ so an interrupted comparison continues where it stopped. The table goes to
 differently) and, when DHMRec and a baseline are both in it, a verdict line: tuned DHMRec's mean
 test Recall@20 against the best tuned baseline's, and whether it is the project's goal of at
 least +2% (:data:`GOAL`). ``--note`` adds a line on how the run went (load, pauses).
-``--report-only`` tunes nothing: it draws the table from the models' finished tuning folders
-(their ``tune.json``, checked to hold ``--trials`` trials and a best point rerun with ``--seeds``),
-e.g. after the models were tuned by separate processes.
+``--report-only`` tunes nothing: it draws the table from the models' tuning folders (their
+``tune.json``), e.g. after the models were tuned by separate processes; a model whose study holds
+fewer than ``--trials`` trials, or whose best point was not rerun with every seed, is shown with
+its shortfall in its row (and in the verdict line when it is the baseline compared).
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def row_of(model: str, report: Dict[str, Any], wall: float) -> Dict[str, Any]:
     """One model's row of the table from its ``tune.json``."""
     return {"model": model, "best_trial": report["best_trial"], "best_params": report["best_params"],
             "valid": report["best_value"], "test": report["best_test"], "seeds": report["best_seeds"],
-            "space": report["space"], "wall_seconds": round(wall, 1), **_spent(report)}
+            "space": report["space"], "wall_seconds": round(wall, 1), "short": report.get("short", ""),
+            **_spent(report)}
 
 
 def verdict(rows: List[Dict[str, Any]], goal: float = GOAL) -> Optional[Dict[str, Any]]:
@@ -110,18 +112,21 @@ def verdict(rows: List[Dict[str, Any]], goal: float = GOAL) -> Optional[Dict[str
     best = max(others, key=lambda r: recall(r) or 0.0)
     mine, theirs = recall(ours[0]) or 0.0, recall(best) or 0.0
     ratio = mine / theirs if theirs > 0 else float("inf")
+    short = [f"{r['model']}: {r['short']}" for r in ours[:1] + others if r.get("short")]
     return {"baseline": best["model"], "dhmrec_recall@20": mine, "baseline_recall@20": theirs,
-            "ratio": ratio, "gap": ratio - 1.0, "goal": goal, "met": ratio >= 1.0 + goal}
+            "ratio": ratio, "gap": ratio - 1.0, "goal": goal, "met": ratio >= 1.0 + goal, "short": short}
 
 
 def _verdict_line(v: Dict[str, Any]) -> str:
     gap = f"{abs(v['gap']) * 100:.1f}% {'above' if v['gap'] >= 0 else 'below'}"
     head = (f"**Tuned DHMRec against the best tuned baseline ({v['baseline']})**: test R@20 "
             f"{v['dhmrec_recall@20']:.4f} against {v['baseline_recall@20']:.4f}, {v['ratio']:.3f}x ({gap}); ")
+    tail = f" Rows short of the budget: {'; '.join(v['short'])}." if v.get("short") else ""
     if v["met"]:
-        return head + f"the goal of at least +{v['goal'] * 100:.0f}% is met."
+        return head + f"the goal of at least +{v['goal'] * 100:.0f}% is met." + tail
     short = (1.0 + v["goal"]) - v["ratio"]
-    return head + f"the goal of at least +{v['goal'] * 100:.0f}% is **not met** (short by {short * 100:.1f} points)."
+    return (head + f"the goal of at least +{v['goal'] * 100:.0f}% is **not met** (short by {short * 100:.1f} points)."
+            + tail)
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -152,7 +157,8 @@ def markdown(result: Dict[str, Any]) -> str:
         test = row["test"]
         cells = [f"{test[m]['mean']:.4f} ± {test[m]['std']:.4f}" if m in test else "" for m in METRICS]
         valid = f"{row['valid']:.4f}" if row["valid"] is not None else "none finished"
-        lines.append(f"| {row['model']} | {row['best_params']} | {valid} | " + " | ".join(cells)
+        model = row["model"] + (f" (**short of the budget**: {row['short']})" if row.get("short") else "")
+        lines.append(f"| {model} | {row['best_params']} | {valid} | " + " | ".join(cells)
                      + f" | {row['states']}" + (f", {row['duplicates']} repeated points" if row["duplicates"] else "")
                      + f" | {row['epochs_trained']} | {row['trial_seconds']:.0f} |")
     lines += ["", f"Machine: {machine_line(result['environment'])}, {result['threads']} torch thread(s).", ""]
@@ -167,22 +173,27 @@ def _data_root(args: argparse.Namespace) -> Optional[str]:
 
 
 def finished_report(folder: Path, trials: int, seeds: List[int]) -> Dict[str, Any]:
-    """A model's ``tune.json`` from an earlier tuning in ``folder``, checked against the budget.
+    """A model's ``tune.json`` from an earlier tuning in ``folder``, with what it lacks of the budget.
+
+    A study with fewer than ``trials`` finished-or-pruned trials, or a best point not rerun with
+    every one of ``seeds``, is reported as it is, its shortfall in ``short`` (a row of the table
+    says so); an empty string when it meets the budget.
 
     Raises:
-        SystemExit: no ``tune.json``, fewer than ``trials`` finished-or-pruned trials, or a best
-            point not rerun with ``seeds``.
+        SystemExit: no ``tune.json`` in ``folder``.
     """
     path = folder / "tune.json"
     if not path.is_file():
         raise SystemExit(f"--report-only: {path} not found (tune the model first)")
     report = json.loads(path.read_text(encoding="utf-8"))
+    short = []
     if report["n_trials"] < trials:
-        raise SystemExit(f"--report-only: {path} holds {report['n_trials']} finished-or-pruned trials, "
-                         f"fewer than --trials {trials}")
-    if list(report.get("best_seeds") or []) != list(seeds):
-        raise SystemExit(f"--report-only: {path} has its best point rerun with seeds {report.get('best_seeds')}, "
-                         f"not --seeds {','.join(map(str, seeds))}")
+        short.append(f"{report['n_trials']} of {trials} trials")
+    done = list(report.get("best_seeds") or [])
+    if done != list(seeds):
+        short.append(f"best point run with seeds {', '.join(map(str, done)) or 'none'} of "
+                     f"{', '.join(map(str, seeds))}")
+    report["short"] = "; ".join(short)
     return report
 
 

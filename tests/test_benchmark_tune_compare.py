@@ -39,6 +39,10 @@ def test_verdict_against_the_best_baseline():
     assert tune_compare.verdict([_row("dhmrec", 0.0960), _row("freedom", 0.0931)])["met"]
     assert not tune_compare.verdict([_row("dhmrec", 0.0940), _row("freedom", 0.0931)])["met"]  # +1% < +2%
     assert tune_compare.verdict([_row("freedom", 0.0931)]) is None
+    short = dict(_row("lgmrec", 0.0700), short="12 of 30 trials")
+    v = tune_compare.verdict([_row("dhmrec", 0.0900), _row("freedom", 0.0931), short])
+    assert v["short"] == ["lgmrec: 12 of 30 trials"]
+    assert "Rows short of the budget: lgmrec: 12 of 30 trials." in tune_compare._verdict_line(v)
 
 
 def test_report_only_reads_finished_tunings_and_refuses_short_ones(tmp_path, capsys):
@@ -53,7 +57,9 @@ def test_report_only_reads_finished_tunings_and_refuses_short_ones(tmp_path, cap
     again = json.loads((results / "tune_synthetic-tiny.json").read_text())
     assert again["rows"][0]["best_params"] == first["rows"][0]["best_params"] and again["note"] == "quiet machine"
     assert study.stat().st_mtime_ns == before  # nothing tuned
-    with pytest.raises(SystemExit, match="holds 2 finished-or-pruned trials, fewer than --trials 3"):
-        tune_compare.main(base + ["--trials", "3", "--report-only"])
-    with pytest.raises(SystemExit, match="not --seeds 0,1"):
-        tune_compare.main(base + ["--trials", "2", "--report-only", "--seeds", "0,1"])
+    assert tune_compare.main(base + ["--trials", "3", "--report-only", "--seeds", "0,1"]) == 0
+    row = json.loads((results / "tune_synthetic-tiny.json").read_text())["rows"][0]
+    assert row["short"] == "2 of 3 trials; best point run with seeds 0 of 0, 1"
+    assert "bpr (**short of the budget**: 2 of 3 trials" in (results / "tune_synthetic-tiny.md").read_text()
+    with pytest.raises(SystemExit, match="tune.json not found"):
+        tune_compare.main(base + ["--trials", "2", "--report-only", "--models", "lightgcn"])
