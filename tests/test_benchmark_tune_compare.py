@@ -56,6 +56,7 @@ def test_report_only_reads_finished_tunings_and_refuses_short_ones(tmp_path, cap
     assert tune_compare.main(base + ["--trials", "2", "--report-only", "--note", "quiet machine"]) == 0
     again = json.loads((results / "tune_synthetic-tiny.json").read_text())
     assert again["rows"][0]["best_params"] == first["rows"][0]["best_params"] and again["note"] == "quiet machine"
+    assert again["command"].endswith("--report-only") and "quiet machine" not in again["command"]
     assert study.stat().st_mtime_ns == before  # nothing tuned
     assert tune_compare.main(base + ["--trials", "3", "--report-only", "--seeds", "0,1"]) == 0
     row = json.loads((results / "tune_synthetic-tiny.json").read_text())["rows"][0]
