@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from benchmarks.reproduce import machine_line, write_result_files
+from dhmrec_pyg.cli import without_option
 from dhmrec_pyg.data import load_dataset
 from dhmrec_pyg.data.synthetic import synthetic_profile_of
 from dhmrec_pyg.models import MODELS
@@ -197,20 +198,6 @@ def finished_report(folder: Path, trials: int, seeds: List[int]) -> Dict[str, An
     return report
 
 
-def _without_note(argv: Optional[List[str]]) -> List[str]:
-    """The arguments as given, less ``--note TEXT`` (the note is printed under the budget)."""
-    args, out = list(argv if argv is not None else sys.argv[1:]), []
-    skip = False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--note":
-            skip = True
-        elif not a.startswith("--note="):
-            out.append(a)
-    return out
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Tune every model with the same budget and write the table."""
     args = _parser().parse_args(argv)
@@ -237,7 +224,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(row_of(model, reports[model], time.time() - start))
     epochs = args.epochs if args.epochs is not None else TrainConfig().epochs
     result = {
-        "command": "python -m benchmarks.tune_compare " + " ".join(shlex.quote(a) for a in _without_note(argv)),
+        "command": "python -m benchmarks.tune_compare "
+                   + " ".join(shlex.quote(a) for a in without_option(argv or sys.argv[1:], "--note")),
         "dataset": args.dataset, "models": models, "seeds": seeds, "threads": args.threads, "sets": list(args.sets),
         "budget": {"trials": args.trials, "timeout": args.timeout, "pruner": args.pruner,
                    "pruner_warmup": args.pruner_warmup, "sampler_seed": args.sampler_seed, "epochs": epochs,

@@ -260,16 +260,16 @@ def _on_main(check: Any, *args: Any) -> None:
         raise ConfigError(message)
 
 
-def _strip_nproc(argv: List[str]) -> List[str]:
-    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+def without_option(argv: Sequence[str], option: str) -> List[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE`` (e.g. ``--nproc``), the rest in order."""
     out: List[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg == option:
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(f"{option}="):
             out.append(arg)
     return out
 
@@ -405,7 +405,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ("train",)) -> int
         if args.nproc < 1:
             raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
         if args.nproc > 1 and ddist.env_world_size() <= 1:
-            return ddist.launch(args.nproc, _strip_nproc(list(argv)))
+            return ddist.launch(args.nproc, without_option(argv, "--nproc"))
     if args.resume is not None:
         return _resume(args)
     if args.allow_changed_data:

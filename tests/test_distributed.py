@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from dhmrec_pyg.cli import _strip_nproc, main
+from dhmrec_pyg.cli import main, without_option
 from dhmrec_pyg.models import MODELS
 from dhmrec_pyg.training import distributed as ddist
 from dhmrec_pyg.training.config import TrainConfig
@@ -168,8 +168,8 @@ def test_single_process_is_not_distributed():
 
 
 def test_nproc_option_is_stripped_for_the_workers():
-    assert _strip_nproc(["train", "--nproc", "2", "--epochs", "1"]) == ["train", "--epochs", "1"]
-    assert _strip_nproc(["train", "--nproc=4", "--quiet"]) == ["train", "--quiet"]
+    assert without_option(["train", "--nproc", "2", "--epochs", "1"], "--nproc") == ["train", "--epochs", "1"]
+    assert without_option(["train", "--nproc=4", "--quiet"], "--nproc") == ["train", "--quiet"]
     cmd = ddist.torchrun_command(2, ["train", "--quiet"])
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert cmd[-4:] == ["-m", "dhmrec_pyg.cli", "train", "--quiet"]
