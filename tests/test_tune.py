@@ -202,8 +202,15 @@ def test_a_killed_worker_leaves_a_study_a_rerun_continues(tmp_path: Path, data_r
         time.sleep(0.05)
         running = _running(tmp_path)
         if running and (tmp_path / "trials" / f"trial_{running[0].number}" / "history.csv").exists():
-            victim = running[0]
-            proc.send_signal(signal.SIGKILL)
+            # Freeze the worker, then check the trial is still running: a trial that finished
+            # between the two reads would not be killed mid-trial (the SIGKILL would miss it).
+            proc.send_signal(signal.SIGSTOP)
+            still = [t for t in _running(tmp_path) if t.number == running[0].number]
+            if still:
+                victim = still[0]
+                proc.send_signal(signal.SIGKILL)
+            else:
+                proc.send_signal(signal.SIGCONT)
     proc.wait()
     assert victim is not None, "the worker finished before it could be killed mid-trial"
     assert worker_alive(victim.user_attrs["worker"]) is False and worker_alive(worker_tag()) is True
