@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from dhmrec_pyg.data import make_synthetic
 from dhmrec_pyg.models import MODELS, DHMRec, DHMRecConfig, bpr_loss_from_embeddings, l2_reg
-from dhmrec_pyg.models.base import EDGE
+from dhmrec_pyg.models.base import EDGE, GraphConfig
 from dhmrec_pyg.nn import LightGCNPropagation, build_item_graphs, interaction_kl, to_sparse_adjacency
 from dhmrec_pyg.training import Trainer, TrainConfig
 from dhmrec_pyg.training.config import apply_overrides
@@ -203,3 +203,38 @@ def test_dhmrec_beats_lightgcn_on_the_demo_at_equal_budget(tmp_path):
             model = MODELS[name](demo, model_cfg)
             valid[name].append(Trainer(model, demo, cfg, None, model_cfg).fit()["valid"]["recall@20"])
     assert sum(valid["dhmrec"]) > 1.1 * sum(valid["lightgcn"]), valid
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_recompute_gives_the_same_losses_and_gradients_with_less_kept(data, preset):
+    """Activation checkpointing of the disentangler and the fusion changes memory, not the step."""
+    def step(recompute):
+        torch.manual_seed(0)
+        config = DHMRecConfig.presets()[preset](embedding_dim=8, knn_k=4)
+        model = DHMRec(data, config, GraphConfig(recompute=recompute))
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+            terms = model.loss(*batch(data))
+        terms["loss"].backward()
+        return terms, {n: p.grad for n, p in model.named_parameters()}, sum(kept)
+
+    plain, grads, kept_plain = step(False)
+    again, grads_again, kept_recompute = step(True)
+    for key in plain:
+        assert_close(again[key], plain[key], rtol=1e-6, atol=1e-7)
+    for name, grad in grads.items():
+        assert_close(grads_again[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert kept_recompute < 0.8 * kept_plain  # the two parts' insides were not kept
+
+
+def test_recompute_auto_follows_the_catalogue_size():
+    import dhmrec_pyg.models.base as base_module
+
+    limit = base_module.RECOMPUTE_AUTO_ITEMS
+    graph = GraphConfig()
+    assert not graph.recomputes(limit) and graph.recomputes(limit + 1)
+    assert GraphConfig(recompute=True).recomputes(10) and not GraphConfig(recompute=False).recomputes(10 ** 7)
+    train, _ = apply_overrides(TrainConfig(), {}, DHMRecConfig, ["recompute=true"])
+    assert train.graph.recompute is True
+    with pytest.raises(ValueError, match="recompute"):
+        GraphConfig(recompute="sometimes")

@@ -113,9 +113,17 @@ class ModelConfig:
         at_least(self, 0, "reg_weight")
 
 
+#: ``GraphConfig.recompute="auto"``: above this many items a DHMRec training step recomputes the
+#: insides of its disentangler and fusion in the backward pass. At 250,000 items this cuts the
+#: step's memory above the built model by a third for 27% more time per step
+#: (``docs/guides/scaling.md``); below 100,000 items memory is not what limits a run.
+RECOMPUTE_AUTO_ITEMS = 100_000
+
+
 @dataclass
 class GraphConfig:
-    """How a model's graphs are built and stored: not hyper-parameters of the model.
+    """How a model's graphs are built and stored, and what a training step keeps in memory: not
+    hyper-parameters of the model.
 
     Given to a model as ``Model(data, config, graph=GraphConfig(...))``; a run keeps it in the
     training options (:attr:`~dhmrec_pyg.training.TrainConfig.graph`, ``--set knn_cache_dir=none``).
@@ -129,16 +137,29 @@ class GraphConfig:
             processed folder of the data set a run loads by name (``<folder>/knn_cache``), and no
             cache for a model built directly from a graph.
         sparse_layout: ``"csr"`` or ``"coo"`` storage of the adjacencies.
+        recompute: activation checkpointing, for DHMRec (the other models ignore it): ``True``
+            keeps only the outputs of its disentangler (1)-(6) and of its fusion (15)-(19) during a
+            training step and recomputes their insides in the backward pass (less memory, more
+            time, the same losses and gradients); ``False`` keeps everything; ``"auto"`` (the
+            default) recomputes above :data:`RECOMPUTE_AUTO_ITEMS` items.
     """
 
     knn_self_loops: bool = True
     knn_exact_max_items: int = EXACT_MAX_ITEMS
     knn_cache_dir: str = "auto"
     sparse_layout: Literal["csr", "coo"] = "csr"
+    recompute: Union[bool, Literal["auto"]] = "auto"
 
     def __post_init__(self) -> None:
         check_types(self)
         at_least(self, 0, "knn_exact_max_items")
+
+    def recomputes(self, num_items: int) -> bool:
+        """Whether a training step on ``num_items`` items recomputes in its backward pass what
+        ``recompute`` names."""
+        if self.recompute == "auto":
+            return num_items > RECOMPUTE_AUTO_ITEMS
+        return bool(self.recompute)
 
     def cache_path(self) -> Optional[Path]:
         """The KNN cache folder, or ``None`` for no cache (``""``, ``"none"``, or ``"auto"`` left

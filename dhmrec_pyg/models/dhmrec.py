@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Tuple, Union
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
@@ -163,6 +164,15 @@ class DHMRecConfig(ItemGraphConfig):
     def gamma_reg(self) -> float:
         r""":math:`\gamma_{reg}` of equation (25), stored as ``reg_weight``."""
         return self.reg_weight
+
+
+def _call(recompute: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; with ``recompute``, under activation checkpointing: autograd keeps
+    the inputs and outputs only and runs ``fn`` again in the backward pass (no randomness inside,
+    so the gradients are the same)."""
+    if not recompute:
+        return fn(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
 
 
 def item_term_share(scores: Tensor) -> float:
@@ -398,7 +408,8 @@ class DHMRec(Recommender):
         cfg = self.config
         num_i, num_views, d = self.num_items, len(self.view_names), cfg.embedding_dim
         features = [getattr(self, f"x_{m}") for m in self.modalities]
-        codes = self.disentangler.stacked(features, self.item_emb.weight)
+        recompute = self.training and torch.is_grad_enabled() and self.graph_config.recomputes(num_i)
+        codes = _call(recompute, self.disentangler.stacked, features, self.item_emb.weight)
 
         adj_id = self.adj_pruned if self.training and cfg.keep_ratio < 1.0 else self.adj
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
@@ -429,7 +440,7 @@ class DHMRec(Recommender):
         stacked = torch.cat([users, items]).view(-1, num_views, d)
 
         if self.fusion is not None:
-            e_mm = self.fusion(stacked, rows=rows if cfg.attention_scope == "batch" else None)
+            e_mm = _call(recompute, self.fusion, stacked, rows=rows if cfg.attention_scope == "batch" else None)
         else:
             e_mm = stacked.mean(1)
         final = torch.add(e_id, e_mm, alpha=cfg.alpha_mm)  # (22)
