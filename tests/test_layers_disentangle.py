@@ -11,6 +11,7 @@ from dhmrec_pyg.nn import (
     logit_pool,
     orthogonality_loss,
 )
+from dhmrec_pyg.nn.disentangle import pool_and_jsd
 
 
 def kl_dense(p, m):
@@ -132,3 +133,45 @@ def test_disentangler_one_modality_repr_and_reset():
         ModalityDisentangler([], 3)
     with pytest.raises(ValueError, match="expected 1 feature"):
         layer([torch.randn(5, 4)] * 2, torch.randn(5, 3))
+
+
+def _dense_pool_and_jsd(c):
+    """(5) and (4) by their definitions, for autograd to differentiate."""
+    p = torch.sigmoid(c)
+    mix = p.mean(0)
+    return torch.logit(mix), (p * torch.log(p / mix)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("num_m", [2, 3])
+@pytest.mark.parametrize("use", ["both", "pool", "jsd"])
+def test_written_out_gradients_of_pooling_and_jsd_match_autograd_of_the_definitions(num_m, use):
+    torch.manual_seed(7)
+    codes = torch.randn(num_m, 6, 5, dtype=torch.float64) * 2
+    weight = torch.randn(6, 5, dtype=torch.float64)
+
+    def objective(pooled, jsd):
+        return {"both": (pooled * weight).sum() + 3.0 * jsd, "pool": (pooled * weight).sum(), "jsd": 3.0 * jsd}[use]
+
+    got_c = codes.clone().requires_grad_(True)
+    want_c = codes.clone().requires_grad_(True)
+    (got_grad,) = torch.autograd.grad(objective(logit_pool(got_c), jensen_shannon_divergence(got_c)), got_c)
+    (want_grad,) = torch.autograd.grad(objective(*_dense_pool_and_jsd(want_c)), want_c)
+    assert_close(got_grad, want_grad)
+    assert want_grad.abs().max() > 1e-3
+    assert torch.autograd.gradcheck(lambda c: tuple(pool_and_jsd(c)), (codes.clone().requires_grad_(True),))
+
+
+def test_orthogonality_loss_matches_cosine_similarity_with_gradients_and_eps():
+    torch.manual_seed(8)
+    a = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
+    got = orthogonality_loss(a, b)
+    want = torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).abs().mean(-1)
+    assert_close(got, want)
+    weights = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    for x, gx, gw in zip((a, b), torch.autograd.grad((got * weights).sum(), (a, b)),
+                         torch.autograd.grad((want * weights).sum(), (a, b))):
+        assert_close(gx, gw)
+    tiny, zero = torch.full((1, 3), 1e-5), torch.zeros(1, 3)  # each norm is bounded by eps, as in torch
+    assert_close(orthogonality_loss(tiny, tiny), torch.nn.functional.cosine_similarity(tiny, tiny, dim=-1).mean())
+    assert float(orthogonality_loss(zero, tiny)) == 0.0

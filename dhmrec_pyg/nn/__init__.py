@@ -16,6 +16,7 @@ from dhmrec_pyg.nn.disentangle import (
     jensen_shannon_divergence,
     logit_pool,
     orthogonality_loss,
+    pool_and_jsd,
 )
 from dhmrec_pyg.nn.item_graph import (
     ItemGraphPropagation,
@@ -53,6 +54,7 @@ __all__ = [
     "logit_pool",
     "mix_item_graphs",
     "orthogonality_loss",
+    "pool_and_jsd",
     "sampled_interaction_kl",
     "user_item_adjacency",
     "LightGCNConv",

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Sequence, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def logit_pool(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
@@ -28,6 +29,7 @@ def logit_pool(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
 
     (the :math:`\log |\mathcal{M}|` of the two means cancels), which is finite
     for any finite input. With one modality it returns the code unchanged.
+    The computation, and its gradient written out, is :func:`pool_and_jsd`'s (shared with (4)).
 
     Args:
         codes: one ``[I, d]`` tensor per modality (or one ``[M, I, d]`` stack of them).
@@ -40,8 +42,7 @@ def logit_pool(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
         raise ValueError("logit_pool needs at least one code tensor")
     if len(codes) == 1:
         return codes[0]
-    c = _stack(codes)
-    return _logit_pool(c, torch.logsumexp(F.logsigmoid(c), dim=0))
+    return pool_and_jsd(_stack(codes))[0]
 
 
 def _stack(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
@@ -49,17 +50,60 @@ def _stack(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
     return codes if isinstance(codes, Tensor) else torch.stack(list(codes), dim=0)
 
 
-def _logit_pool(c: Tensor, lse_log_p: Tensor) -> Tensor:
-    r"""Equation (5) on stacked ``[M, I, d]`` codes, given
-    :math:`\operatorname{logsumexp}_m \log\sigma(\mathbf{C}_{i,m})` (shared with (4))."""
-    return lse_log_p - torch.logsumexp(F.logsigmoid(-c), dim=0)
+class _PoolAndJSD(torch.autograd.Function):
+    r"""Equations (5) and (4) of stacked ``[M, I, d]`` codes :math:`c`, with their gradients
+    written out: the backward pass is a few passes over the codes instead of one per operator
+    of the forward pass. With :math:`p = \sigma(c)`, :math:`q = 1 - p` and their means
+    :math:`\bar{p}, \bar{q}` over the modalities,
+
+    .. math::
+        \frac{\partial \mathbf{C}}{\partial c_m} = \frac{p_m q_m}{|\mathcal{M}|\,\bar{p}\,\bar{q}},
+        \qquad
+        \frac{\partial \mathcal{L}_{JSD}}{\partial c_m}
+        = \frac{p_m q_m (\log p_m - \log \bar{p})}{|\mathcal{M}|\,|\mathcal{I}|}
+
+    (the second because :math:`\sum_k p_k / (|\mathcal{M}|\bar{p}) = 1`), both evaluated from
+    :math:`\log p`, :math:`\log q` and their logsumexps, so that large codes stay finite.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, c: Tensor) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        log_p = F.logsigmoid(c)
+        log_q = log_p - c  # log sigma(-c)
+        lse_p, lse_q = torch.logsumexp(log_p, dim=0), torch.logsumexp(log_q, dim=0)
+        log_mix = lse_p - math.log(c.size(0))  # log of the mean sigmoid, [I, d]
+        jsd = (log_p.exp() * (log_p - log_mix)).sum(dim=-1).mean()  # (4): the [M, I] KLs, averaged
+        ctx.save_for_backward(log_p, log_q, lse_p, lse_q)
+        return lse_p - lse_q, jsd  # (5): the log |M| of the two means cancels
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_pool: Optional[Tensor], grad_jsd: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        log_p, log_q, lse_p, lse_q = ctx.saved_tensors
+        num_m = log_p.size(0)
+        log_pq = log_p + log_q
+        grad: Optional[Tensor] = None
+        if grad_pool is not None:  # p q / (M mean(p) mean(q)) = M exp(log p q - lse_p - lse_q), exponent <= 0
+            grad = (log_pq - (lse_p + lse_q)).exp_().mul_(grad_pool * num_m)
+        if grad_jsd is not None:
+            rows = log_p[..., 0].numel()  # the [M, I] KLs the mean runs over
+            jsd = (log_p - (lse_p - math.log(num_m))).mul_(log_pq.exp_()).mul_(grad_jsd / rows)
+            grad = jsd if grad is None else grad.add_(jsd)
+        return grad
 
 
-def _jsd(log_p: Tensor, lse_log_p: Tensor) -> Tensor:
-    r"""Equation (4) from the stacked ``[M, I, d]`` :math:`\log\sigma(\mathbf{C}_{i,m})` and
-    their logsumexp over the modalities (shared with (5))."""
-    log_mix = lse_log_p - math.log(log_p.size(0))  # log M, [I, d]
-    return (log_p.exp() * (log_p - log_mix)).sum(dim=-1).mean()  # KL per [M, I], averaged
+def pool_and_jsd(codes: Tensor) -> Tuple[Tensor, Tensor]:
+    """The pooled code of equation (5) and the JSD of equation (4) of stacked ``[M, I, d]`` codes
+    (``M >= 2``), in one pass that shares their logarithms, with gradients written out
+    (:func:`logit_pool`, :func:`jensen_shannon_divergence`).
+
+    Returns:
+        ``(pooled, jsd)``: the ``[I, d]`` pooled code and a scalar.
+    """
+    return _PoolAndJSD.apply(codes)
 
 
 def jensen_shannon_divergence(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
@@ -100,8 +144,7 @@ def jensen_shannon_divergence(codes: Union[Sequence[Tensor], Tensor]) -> Tensor:
         raise ValueError("jensen_shannon_divergence needs at least one code tensor")
     if len(codes) == 1:
         return codes[0].new_zeros(())
-    log_p = F.logsigmoid(_stack(codes))  # [M, I, d]
-    return _jsd(log_p, torch.logsumexp(log_p, dim=0))
+    return pool_and_jsd(_stack(codes))[1]
 
 
 def orthogonality_loss(common: Tensor, specific: Tensor, eps: float = 1e-8) -> Tensor:
@@ -126,7 +169,10 @@ def orthogonality_loss(common: Tensor, specific: Tensor, eps: float = 1e-8) -> T
           several modalities
         - **output:** :math:`()`; :math:`(M)` for stacks (one loss per modality)
     """
-    return F.cosine_similarity(common, specific, dim=-1, eps=eps).abs().mean(-1)
+    # F.cosine_similarity's value (each norm bounded by eps), in fewer passes over the codes.
+    norms = torch.linalg.vector_norm(common, dim=-1).clamp_min(eps) * torch.linalg.vector_norm(
+        specific, dim=-1).clamp_min(eps)
+    return (torch.linalg.vecdot(common, specific, dim=-1) / norms).abs().mean(-1)
 
 
 class DisentangledCodes(NamedTuple):
@@ -293,9 +339,8 @@ class ModalityDisentangler(nn.Module):
         orth = orthogonality_loss(commons, specific)  # (6), [M]
         if num_m == 1:
             return StackedCodes(specific, commons[0], commons, commons.new_zeros(()), orth)
-        log_p = F.logsigmoid(commons)
-        lse_log_p = torch.logsumexp(log_p, dim=0)
-        return StackedCodes(specific, _logit_pool(commons, lse_log_p), commons, _jsd(log_p, lse_log_p), orth)
+        common, jsd = pool_and_jsd(commons)  # (5), (4)
+        return StackedCodes(specific, common, commons, jsd, orth)
 
     def __repr__(self) -> str:
         return (
