@@ -27,9 +27,11 @@ For every model, in a fresh subprocess of its own (the worker of :mod:`benchmark
 * **peak MiB**: peak resident memory of the subprocess (``ru_maxrss``: interpreter, torch, the
   data with its features, the model, Adam state).
 
-DHMRec runs with ``kl_align=auto``, its default, set explicitly so that the row says so: above
-``KL_AUTO_ITEMS`` items ``auto`` samples the KL (the exact KL, ``kl_align=True``, scores every one
-of a million items for each of the batch's users, on both sides, each step).
+DHMRec runs with ``kl_align=auto`` and ``recompute=auto``, its defaults, set explicitly so that
+the row says so: above ``KL_AUTO_ITEMS`` items ``auto`` samples the KL (the exact KL,
+``kl_align=True``, scores every one of a million items for each of the batch's users, on both
+sides, each step), and above ``RECOMPUTE_AUTO_ITEMS`` items a training step recomputes the
+insides of the disentangler and the fusion in its backward pass instead of keeping them.
 FREEDOM runs with ``trainable_features=false``: its default fine-tunes the raw item features as
 parameters (the public code's ``freeze=False``), which at a million items x 896 features adds a
 gradient and two Adam moments of 3.6 GB each to the 3.6 GB copy, more than this 24 GB machine
@@ -57,7 +59,7 @@ REPO = HERE.parent
 DEFAULT_MODELS = "freedom,lightgcn,dhmrec"
 
 #: Options each model runs with, beyond its defaults (see the module docstring for why).
-MODEL_SETS = {"dhmrec": ["kl_align=auto"], "freedom": ["trainable_features=false"]}
+MODEL_SETS = {"dhmrec": ["kl_align=auto", "recompute=auto"], "freedom": ["trainable_features=false"]}
 
 
 def _profile_overrides(pairs: List[str]) -> Dict[str, Any]:

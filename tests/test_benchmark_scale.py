@@ -23,7 +23,7 @@ def test_scale_benchmark_tiny(tmp_path):
     assert free["build_seconds_with_knn"] == free["build_seconds"] >= free["knn_seconds"] > 0
     assert dh["build_seconds_with_knn"] == pytest.approx(dh["build_seconds"] + free["knn_seconds"])
     assert lgcn["build_seconds_with_knn"] == lgcn["build_seconds"]
-    assert dh["sets"] == ["kl_align=auto"] and dh["model_config"]["kl_align"] == "auto"
+    assert dh["sets"] == ["kl_align=auto", "recompute=auto"] and dh["model_config"]["kl_align"] == "auto"
     assert free["model_config"]["trainable_features"] is False and lgcn["sets"] == []
     for r in rows.values():
         b = r["batch_seconds"]
@@ -33,7 +33,7 @@ def test_scale_benchmark_tiny(tmp_path):
             r["epoch_hook_seconds"] + b[0] + b[1] * (r["batches_per_epoch"] - 1))
         assert r["peak_rss_mib"] >= r["base_rss_mib"] > 0  # ru_maxrss: tiny data may not raise it
     md = (tmp_path / "scale_tiny.md").read_text()
-    assert "| dhmrec | kl_align=auto |" in md and "read from the shared cache" in md
+    assert "| dhmrec | kl_align=auto, recompute=auto |" in md and "read from the shared cache" in md
     assert "extrapolated" in md and "No full-ranking evaluation" in md and "faiss" in md
 
 
