@@ -2,7 +2,7 @@
 
     python -m benchmarks.scale [--profile million] [--models freedom,lightgcn,dhmrec] \
         [--warmup 2] [--batches 5] [--threads 2] [--synthetic-root DIR] [--out benchmarks/results] \
-        [--name scale_million] [--set-profile n_items=100000 ...] [--no-share-knn]
+        [--name scale_million] [--set-profile n_items=100000 ...] [--set recompute=false] [--no-share-knn]
 
 Data: the ``synthetic-million`` profile of :mod:`dhmrec_pyg.data.synthetic` (1,000,000 users,
 1,000,000 items, 10,000,000 interactions, 512-d image and 384-d text features), materialised
@@ -76,7 +76,16 @@ def _profile_overrides(pairs: List[str]) -> Dict[str, Any]:
     return out
 
 
-def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float]) -> Dict[str, Any]:
+def _model_sets(model: str, extra: List[str]) -> List[str]:
+    """The options ``model`` runs with: :data:`MODEL_SETS`, then ``--set``; a later value of an option
+    replaces an earlier one in its place."""
+    merged: Dict[str, str] = {}
+    for pair in MODEL_SETS.get(model, []) + list(extra):
+        merged[pair.split("=", 1)[0].strip()] = pair
+    return list(merged.values())
+
+
+def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float], extra: List[str]) -> Dict[str, Any]:
     """The summary row of one model's worker result."""
     if run.get("status") != "ok":
         tail = [line.replace(str(REPO) + "/", "") for line in run.get("stderr_tail") or []]
@@ -86,7 +95,8 @@ def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float]) -> Dict[s
     knn = sum(run["knn_seconds"])
     own_knn = bool(run["knn_seconds"]) and shared_knn is None
     row = {
-        "model": model, "status": "ok", "sets": MODEL_SETS.get(model, []),
+        "model": model, "status": "ok",
+        "sets": [pair for pair in _model_sets(model, extra) if pair not in run.get("ignored_sets", [])],
         "parameters": run["parameters"], "load_seconds": run["load_seconds"],
         "build_seconds": run["build_seconds"], "knn_seconds": knn, "knn_graphs": len(run["knn_seconds"]),
         "knn_from_cache": bool(run["knn_seconds"]) and not own_knn,
@@ -166,6 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--set-profile", dest="profile_sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the profile (repeatable), e.g. n_items=100000")
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for every model that has it, after the defaults above "
+                        "(e.g. recompute=false); repeatable")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--batches", type=int, default=5, help="timed steps (at least 2)")
     p.add_argument("--threads", type=int, default=2, help="torch (and so faiss) threads per worker")
@@ -212,13 +225,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scale_knn_") as cache:
         for model in models:
             sets = ["knn_cache_dir=" + (cache if not args.no_share_knn else "none")]
-            spec = {"dataset": folder.name, "model": model, "variant_sets": MODEL_SETS.get(model, []),
+            spec = {"dataset": folder.name, "model": model, "variant_sets": _model_sets(model, args.sets),
                     "folder": str(folder), "device": "cpu", "batches": args.batches, "warmup": args.warmup,
                     "threads": args.threads, "seed": 0, "sets": sets, "random_features": False,
                     "feature_dims": {}, "evaluate": False}
             print(f"{model} ...", file=sys.stderr, flush=True)
             run = _run_pair(spec, args.timeout)
-            row = _row(model, run, shared_knn)
+            row = _row(model, run, shared_knn, args.sets)
             if row["status"] == "ok":
                 shape = shape or run["shape"]
                 if row["knn_graphs"] and shared_knn is None and not args.no_share_knn:
