@@ -180,3 +180,30 @@ def test_cli_compile_flag_trains_compiled_and_resume_accepts_it(tmp_path):
     assert "compile: default" in text and "compile_backend: aot_eager" in text
     # the compiled run resumes eagerly (--compile none): how a step runs is not part of its identity
     assert main(["train", "--resume", str(out), "--quiet", "--compile", "none"]) == 0
+
+
+def test_recompute_is_no_part_of_a_runs_identity_and_a_checkpoint_resumes_with_it(data, tmp_path):
+    """GraphConfig.recompute changes memory and time only: a run interrupted without it resumes with it,
+    and ends where a straight run ends."""
+    from dhmrec_pyg.models import DHMRec, DHMRecConfig
+    from dhmrec_pyg.models.base import GraphConfig
+
+    model_cfg = DHMRecConfig(embedding_dim=8, knn_k=4)
+
+    def build(recompute):
+        torch.manual_seed(0)
+        return DHMRec(data, model_cfg, GraphConfig(recompute=recompute))
+
+    cfg = TrainConfig(model="dhmrec", epochs=2, batch_size=128, progress=False, device="cpu", ks=[10, 20],
+                      graph=GraphConfig(recompute=False))
+    on = replace(cfg, graph=GraphConfig(recompute=True))
+    assert identity_text(cfg, model_cfg) == identity_text(on, model_cfg) == identity_text(TrainConfig(
+        model="dhmrec", epochs=2, batch_size=128, ks=[10, 20]), model_cfg)
+    assert "recompute" not in identity_text(on, model_cfg) and "recompute: true" in dump_config(on, model_cfg)
+    first = Trainer(build(False), data, cfg, tmp_path / "run")
+    first.request_stop()
+    with pytest.raises(TrainingInterrupted):
+        first.fit()
+    result = Trainer(build(True), data, on, tmp_path / "run").fit(resume=True)
+    straight = Trainer(build(False), data, cfg).fit()
+    assert result["valid"] == pytest.approx(straight["valid"], abs=1e-6)

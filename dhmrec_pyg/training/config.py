@@ -141,6 +141,13 @@ def compile_mode(value: Any) -> str:
 EXECUTION_DEFAULTS: Dict[str, Any] = {"optimizer_impl": "auto", "compile": "none", "compile_backend": "inductor"}
 
 
+#: :class:`~dhmrec_pyg.models.base.GraphConfig` options that say how a step runs, not what it
+#: computes (``recompute``: memory against time, the same values). They came after format 1, so
+#: :func:`format1_text`, and with it :func:`identity_text`, leaves them out: a checkpoint resumes
+#: with any value, and checkpoints written before them keep their identity.
+GRAPH_EXECUTION_OPTIONS: Tuple[str, ...] = ("recompute",)
+
+
 def _field_types(cls: type) -> Dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in fields(cls)}
@@ -390,12 +397,13 @@ def format1_text(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     """The ``config.yaml`` text a format-1 run of this configuration has (no ``format`` key).
 
     The execution options (:data:`EXECUTION_DEFAULTS`), ``ema_decay`` and ``logger`` are left out
-    at their defaults. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
+    at their defaults, the graph's execution options (:data:`GRAPH_EXECUTION_OPTIONS`) always. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
     :data:`FORMAT1_IMPLICIT_MODEL` value are left out too and renamed options carry their earlier
     name (:data:`FORMAT1_OLD_NAMES`), as a run written before those options existed has them.
     Kept for :func:`identity_text`, which every checkpoint is tied to.
     """
     values = {k: v for k, v in dataclasses.asdict(train).items() if _FORMAT1_UNWRITTEN.get(k, _ABSENT) != v}
+    values["graph"] = {k: v for k, v in values["graph"].items() if k not in GRAPH_EXECUTION_OPTIONS}
     model_values = dataclasses.asdict(model)
     if legacy:
         values = {k: v for k, v in values.items() if FORMAT1_IMPLICIT_TRAIN.get(k, _ABSENT) != v}
