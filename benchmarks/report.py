@@ -200,6 +200,8 @@ def speed_sections(details: Callable[[str], str] = repo_details) -> list[str]:
     """Training speed, DHMRec's step part by part, operator counts, the KNN build and the million-item scale."""
     body = embedded("speed", "Training and evaluation speed at the paper's scales", details=details)
     body += embedded("speed_cuda", "The same at Baby scale on a GPU", details=details)
+    body += embedded("speed_kl_three", "Full epochs at TikTok, Baby and Sports: DHMRec with the exact and the "
+                     "sampled KL against FREEDOM", details=details)
     for path in sorted((HERE / "results").glob("breakdown_*.md")):
         body += embedded(path.stem, f"Where a DHMRec training step goes ({path.stem.split('_', 1)[1]})",
                          details=details)
@@ -212,7 +214,13 @@ def speed_sections(details: Callable[[str], str] = repo_details) -> list[str]:
     for dim in (384, 512):
         body += embedded(f"knn_million_{dim}", f"KNN graph of a million {dim}-d items (IVF, full build)",
                          details=details)
-    return body + embedded("scale_million", "A million items: FREEDOM, LightGCN and DHMRec", details=details)
+    body += embedded("scale_million", "A million items: FREEDOM, LightGCN and DHMRec", details=details)
+    body += embedded("scale_million_dhmrec_no_recompute", "DHMRec at a million items without recompute",
+                     details=details)
+    for value in ("false", "true"):
+        body += embedded(f"scale_250k_recompute_{value}", f"DHMRec at 250,000 items, recompute={value}",
+                         details=details)
+    return body
 
 
 def eval_noise_sections(details: Callable[[str], str] = repo_details) -> list[str]:

@@ -114,10 +114,11 @@ class ModelConfig:
 
 
 #: ``GraphConfig.recompute="auto"``: above this many items a DHMRec training step recomputes the
-#: insides of its disentangler and fusion in the backward pass. At 250,000 items this cuts the
-#: step's memory above the built model by a third for 27% more time per step
-#: (``docs/guides/scaling.md``); below 100,000 items memory is not what limits a run.
-RECOMPUTE_AUTO_ITEMS = 100_000
+#: insides of its disentangler and fusion in the backward pass. At 250,000 items that saves 0.7
+#: of 4.9 GB for 40% more time per step, not worth it; at a million items it is the difference
+#: between 18.0 GB (at an 18 GiB cap) and 15.0 GB, for about a fifth more time
+#: (``docs/guides/scaling.md``).
+RECOMPUTE_AUTO_ITEMS = 500_000
 
 
 @dataclass
