@@ -397,7 +397,8 @@ def format1_text(train: TrainConfig, model: Any, legacy: bool = False) -> str:
     """The ``config.yaml`` text a format-1 run of this configuration has (no ``format`` key).
 
     The execution options (:data:`EXECUTION_DEFAULTS`), ``ema_decay`` and ``logger`` are left out
-    at their defaults, the graph's execution options (:data:`GRAPH_EXECUTION_OPTIONS`) always. With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
+    at their defaults, the graph's execution options (:data:`GRAPH_EXECUTION_OPTIONS`) always.
+    With ``legacy``, options at their :data:`FORMAT1_IMPLICIT_TRAIN` /
     :data:`FORMAT1_IMPLICIT_MODEL` value are left out too and renamed options carry their earlier
     name (:data:`FORMAT1_OLD_NAMES`), as a run written before those options existed has them.
     Kept for :func:`identity_text`, which every checkpoint is tied to.
