@@ -88,3 +88,25 @@ def test_variants_name_a_model_with_options_of_its_own():
                         ("x=freedom:kl_align=4", "kl_align")):
         message = speed.parse_variants([bad], MODELS)
         assert isinstance(message, str) and needle in message and bad in message, message
+
+
+def test_the_prepared_gpu_script_parses_and_names_what_benchmarks_speed_takes():
+    """benchmarks/gpu_rows.sh is meant for one call on a lent GPU (not run here): it must parse,
+    and its models and variants must be ones benchmarks.speed accepts."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from dhmrec_pyg.models import MODELS
+
+    script = Path(speed.__file__).resolve().parent / "gpu_rows.sh"
+    if shutil.which("bash") is None:
+        pytest.skip("no bash on this machine to parse the script")
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "python3 -m benchmarks.speed --device cuda" in text
+    variants = speed.parse_variants(re.findall(r"--variant (\S+)", text), MODELS)
+    assert isinstance(variants, dict) and set(variants) == {"dhmrec_exact", "dhmrec_s1024"}, variants
+    models = re.search(r"--models (\S+)", text).group(1).split(",")
+    assert models and all(m in MODELS or m in variants for m in models), models
