@@ -106,14 +106,14 @@ def verdict(rows: List[Dict[str, Any]], goal: float = GOAL) -> Optional[Dict[str
         test = row["test"].get("recall@20")
         return None if test is None else float(test["mean"])
 
-    ours = [r for r in rows if r["model"] == "dhmrec" and recall(r) is not None]
-    others = [r for r in rows if r["model"] != "dhmrec" and recall(r) is not None]
+    scored = [(r, value) for r in rows if (value := recall(r)) is not None]
+    ours = [(r, value) for r, value in scored if r["model"] == "dhmrec"]
+    others = [(r, value) for r, value in scored if r["model"] != "dhmrec"]
     if not ours or not others:
         return None
-    best = max(others, key=lambda r: recall(r) or 0.0)
-    mine, theirs = recall(ours[0]) or 0.0, recall(best) or 0.0
+    mine, (best, theirs) = ours[0][1], max(others, key=lambda pair: pair[1])
     ratio = mine / theirs if theirs > 0 else float("inf")
-    short = [f"{r['model']}: {r['short']}" for r in ours[:1] + others if r.get("short")]
+    short = [f"{r['model']}: {r['short']}" for r, _ in [ours[0]] + others if r.get("short")]
     return {"baseline": best["model"], "dhmrec_recall@20": mine, "baseline_recall@20": theirs,
             "ratio": ratio, "gap": ratio - 1.0, "goal": goal, "met": ratio >= 1.0 + goal, "short": short}
 
