@@ -85,8 +85,8 @@ def _model_sets(model: str, extra: List[str]) -> List[str]:
     return list(merged.values())
 
 
-def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float], extra: List[str]) -> Dict[str, Any]:
-    """The summary row of one model's worker result."""
+def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float], sets: List[str]) -> Dict[str, Any]:
+    """The summary row of one model's worker result; ``sets``: the options it was given (:func:`_model_sets`)."""
     if run.get("status") != "ok":
         tail = [line.replace(str(REPO) + "/", "") for line in run.get("stderr_tail") or []]
         return {"model": model, "status": run.get("status", "error"), "error": run.get("error"), "stderr_tail": tail}
@@ -96,7 +96,7 @@ def _row(model: str, run: Dict[str, Any], shared_knn: Optional[float], extra: Li
     own_knn = bool(run["knn_seconds"]) and shared_knn is None
     row = {
         "model": model, "status": "ok",
-        "sets": [pair for pair in _model_sets(model, extra) if pair not in run.get("ignored_sets", [])],
+        "sets": [pair for pair in sets if pair not in run.get("ignored_sets", [])],
         "parameters": run["parameters"], "load_seconds": run["load_seconds"],
         "build_seconds": run["build_seconds"], "knn_seconds": knn, "knn_graphs": len(run["knn_seconds"]),
         "knn_from_cache": bool(run["knn_seconds"]) and not own_knn,
@@ -225,13 +225,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scale_knn_") as cache:
         for model in models:
             sets = ["knn_cache_dir=" + (cache if not args.no_share_knn else "none")]
-            spec = {"dataset": folder.name, "model": model, "variant_sets": _model_sets(model, args.sets),
+            model_sets = _model_sets(model, args.sets)
+            spec = {"dataset": folder.name, "model": model, "variant_sets": model_sets,
                     "folder": str(folder), "device": "cpu", "batches": args.batches, "warmup": args.warmup,
                     "threads": args.threads, "seed": 0, "sets": sets, "random_features": False,
                     "feature_dims": {}, "evaluate": False}
             print(f"{model} ...", file=sys.stderr, flush=True)
             run = _run_pair(spec, args.timeout)
-            row = _row(model, run, shared_knn, args.sets)
+            row = _row(model, run, shared_knn, model_sets)
             if row["status"] == "ok":
                 shape = shape or run["shape"]
                 if row["knn_graphs"] and shared_knn is None and not args.no_share_knn:
